@@ -1,0 +1,247 @@
+"""What a budget means, and how budgets become decisions.
+
+A budget `b` in (0, 1] asks a model to spend about `b` times its full
+model's FLOPs per image (the count of `cost.profile`). For multi-exit models:
+
+- anytime (uncalibrated): every sample takes the deepest exit whose
+  cumulative cost fits `b * full`;
+- budgeted batch classification (calibrated): each sample leaves at the first
+  exit whose confidence (max softmax) reaches that exit's threshold; the
+  thresholds for `b` come from held-out data by the authors' procedure
+  (`exit_thresholds`), searched so the mean cost meets `b` (`calibrate_exits`).
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+
+__all__ = [
+    "Calibration",
+    "anytime_exit",
+    "calibrate_exits",
+    "exit_thresholds",
+    "simulate_exits",
+    "validate_budget",
+]
+
+
+def validate_budget(budget):
+    """Return `budget` as a float, or raise a clear `ValueError`."""
+    try:
+        value = float(budget)
+    except (TypeError, ValueError):
+        raise ValueError(f"budget must be a number in (0, 1], got {budget!r}.") from None
+    if not math.isfinite(value) or not 0.0 < value <= 1.0:
+        raise ValueError(f"budget must be a finite number in (0, 1], got {budget!r}.")
+    return value
+
+
+def anytime_exit(exit_flops, budget):
+    """Index of the deepest exit whose cumulative cost fits `budget * full`.
+
+    If even the first exit costs more than the budget, the first exit is the
+    cheapest answer the model can give, and it is used.
+    """
+    budget = validate_budget(budget)
+    limit = budget * exit_flops[-1] * (1 + 1e-9)
+    fitting = [k for k, f in enumerate(exit_flops) if f <= limit]
+    return fitting[-1] if fitting else 0
+
+
+def exit_thresholds(confidences, proportions):
+    """The authors' threshold procedure for budgeted batch classification.
+
+    Walk each exit's samples by descending confidence among those that have
+    not exited yet; the threshold of exit `k` is the confidence of the
+    `floor(N * proportions[k])`-th such sample. The last exit takes every
+    sample that is left.
+
+    Args:
+        confidences: array `(K, N)`, max softmax of each exit for each sample.
+        proportions: target fraction of samples leaving at each exit (`K`).
+
+    Returns:
+        `(K,)` float64 thresholds; the last is `-inf`. An exit whose quota is
+        zero gets `+inf` (nobody leaves there).
+    """
+    confidences = np.asarray(confidences, dtype=np.float64)
+    n_exits, n = confidences.shape
+    thresholds = np.full(n_exits, np.inf)
+    exited = np.zeros(n, dtype=bool)
+    for k in range(n_exits - 1):
+        quota = int(math.floor(n * proportions[k]))
+        if quota > 0:
+            order = np.argsort(-confidences[k], kind="stable")
+            candidates = order[~exited[order]]
+            if len(candidates) >= quota:
+                thresholds[k] = confidences[k][candidates[quota - 1]]
+            elif len(candidates):
+                thresholds[k] = confidences[k][candidates[-1]]
+        exited |= confidences[k] >= thresholds[k]
+    thresholds[-1] = -np.inf
+    return thresholds
+
+
+def simulate_exits(confidences, thresholds):
+    """Exit index of every sample for given thresholds: `(N,)` ints."""
+    confidences = np.asarray(confidences)
+    passed = confidences >= np.asarray(thresholds)[:, None]
+    passed[-1] = True
+    return np.argmax(passed, axis=0)
+
+
+@dataclasses.dataclass
+class Calibration:
+    """Thresholds of a multi-exit model for a grid of budgets.
+
+    Attributes:
+        budgets: calibrated budgets, ascending.
+        thresholds: one list of per-exit thresholds per budget.
+        mean_flops: mean FLOPs per image spent on the calibration data.
+        accuracy: accuracy on the calibration data.
+    """
+
+    budgets: list
+    thresholds: list
+    mean_flops: list
+    accuracy: list
+
+    @property
+    def budget_range(self):
+        return (self.budgets[0], self.budgets[-1])
+
+    def thresholds_for(self, budget):
+        """Per-exit thresholds for `budget`, interpolated between grid points.
+
+        Raises:
+            ValueError: if `budget` lies outside the calibrated range.
+        """
+        budget = validate_budget(budget)
+        low, high = self.budget_range
+        tolerance = 1e-6
+        if budget < low - tolerance or budget > high + tolerance:
+            raise ValueError(
+                f"budget {budget} is outside the calibrated range [{low:.4f}, {high:.4f}]. "
+                "Calibrate for it (model.calibrate(data, budgets=...)), or pass "
+                "mode='anytime' to use the uncalibrated anytime exits."
+            )
+        grid = np.asarray(self.budgets)
+        table = np.asarray(self.thresholds, dtype=np.float64)
+        i = int(np.clip(np.searchsorted(grid, budget), 1, max(len(grid) - 1, 1)))
+        if len(grid) == 1:
+            return table[0]
+        lo, hi = grid[i - 1], grid[i]
+        t = 0.0 if hi == lo else float(np.clip((budget - lo) / (hi - lo), 0.0, 1.0))
+        if t <= 0.0 or t >= 1.0:
+            return table[i - 1] if t <= 0.0 else table[i]
+        # Interpolate where both are finite; infinities (no exit / all exit) are
+        # taken from the nearer grid point.
+        near = table[i - 1] if t < 0.5 else table[i]
+        mixed = (1 - t) * table[i - 1] + t * table[i]
+        return np.where(np.isfinite(table[i - 1]) & np.isfinite(table[i]), mixed, near)
+
+    def to_config(self):
+        def clean(values):
+            return [None if not np.isfinite(v) else float(v) for v in values]
+
+        return {
+            "budgets": [float(b) for b in self.budgets],
+            "thresholds": [
+                [("inf" if v > 0 else "-inf") if not np.isfinite(v) else float(v) for v in row]
+                for row in self.thresholds
+            ],
+            "mean_flops": clean(self.mean_flops),
+            "accuracy": clean(self.accuracy),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(
+            budgets=list(config["budgets"]),
+            thresholds=[[float(v) for v in row] for row in config["thresholds"]],
+            mean_flops=list(config["mean_flops"]),
+            accuracy=list(config["accuracy"]),
+        )
+
+
+def _proportions(q, n_exits):
+    """Target exit distribution P_k proportional to q^k (the authors')."""
+    p = np.power(q, np.arange(1, n_exits + 1, dtype=np.float64))
+    return p / p.sum()
+
+
+def calibrate_exits(confidences, correct, exit_flops, budgets, tolerance=0.01):
+    """Thresholds for each budget, by the authors' procedure on held-out data.
+
+    The authors sweep `q` (exit distribution proportional to `q^k`) and read
+    off each `q`'s cost; here `q` is searched (bisection on `log q`) until the
+    mean cost on the calibration data meets each requested budget.
+
+    Args:
+        confidences: `(K, N)` max softmax of each exit on the held-out data.
+        correct: `(K, N)` booleans, whether each exit's prediction is right
+            (`None` to skip accuracy).
+        exit_flops: cumulative cost of each exit.
+        budgets: budgets to calibrate for, each in (0, 1].
+        tolerance: relative cost tolerance of the search.
+
+    Returns:
+        A `Calibration`, budgets ascending.
+
+    Raises:
+        ValueError: if a budget is below the cheapest achievable cost (every
+            sample at the first exit).
+    """
+    confidences = np.asarray(confidences, dtype=np.float64)
+    n_exits, n = confidences.shape
+    if n < n_exits:
+        raise ValueError(
+            f"The calibration set has {n} samples, fewer than the model's {n_exits} exits."
+        )
+    exit_flops = np.asarray(exit_flops, dtype=np.float64)
+    full = exit_flops[-1]
+
+    def evaluate(q):
+        thresholds = exit_thresholds(confidences, _proportions(q, n_exits))
+        exits = simulate_exits(confidences, thresholds)
+        return thresholds, exits, float(exit_flops[exits].mean())
+
+    result = Calibration([], [], [], [])
+    for budget in sorted(validate_budget(b) for b in budgets):
+        target = budget * full
+        lo, hi = math.log(1e-4), math.log(1e4)
+        best = None
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            thresholds, exits, spent = evaluate(math.exp(mid))
+            if best is None or abs(spent - target) < abs(best[2] - target):
+                best = (thresholds, exits, spent)
+            if abs(spent - target) <= tolerance * target:
+                break
+            if spent < target:
+                lo = mid
+            else:
+                hi = mid
+        thresholds, exits, spent = best
+        # Extremes the q-search cannot reach exactly: all at the last exit.
+        if spent < target and budget >= 1.0 - 1e-9:
+            thresholds = np.full(n_exits, np.inf)
+            thresholds[-1] = -np.inf
+            exits = np.full(n, n_exits - 1)
+            spent = float(exit_flops[-1])
+        if abs(spent - target) > 0.05 * target:
+            cheapest = exit_flops[0] / full
+            raise ValueError(
+                f"Cannot calibrate budget {budget}: the closest mean cost reachable on "
+                f"this data is {spent / full:.4f} of the full model (the cheapest is "
+                f"{cheapest:.4f}, every sample at the first exit)."
+            )
+        acc = None
+        if correct is not None:
+            acc = float(np.asarray(correct)[exits, np.arange(n)].mean())
+        result.budgets.append(budget)
+        result.thresholds.append([float(t) for t in thresholds])
+        result.mean_flops.append(spent)
+        result.accuracy.append(acc if acc is not None else float("nan"))
+    return result

@@ -1,0 +1,103 @@
+"""The authors' PyTorch checkpoints -> our Keras models.
+
+`from_authors(kind, config, state_dict)` builds our model for the authors'
+command-line flags and loads their tensors; torch is needed only to read a
+`.pth`/`.pth.tar` file (loaded with `weights_only=True`).
+"""
+
+import importlib
+
+import numpy as np
+
+from adaptive_zoo.convert import mapping
+
+__all__ = ["KINDS", "from_authors", "load_authors_checkpoint", "load_state_dict", "read_checkpoint"]
+
+# kind -> (converter module, model class path)
+KINDS = {
+    "msdnet": ("adaptive_zoo.convert.msdnet", "adaptive_zoo.models.msdnet:MSDNet"),
+}
+
+
+def _kind(kind):
+    if kind not in KINDS:
+        raise ValueError(f"Unknown kind {kind!r}; known: {sorted(KINDS)}.")
+    module_name, cls_path = KINDS[kind]
+    module = importlib.import_module(module_name)
+    cls_module, cls_name = cls_path.split(":")
+    return module, getattr(importlib.import_module(cls_module), cls_name)
+
+
+def read_checkpoint(path):
+    """A state dict of NumPy arrays from an authors' checkpoint file.
+
+    Accepts a bare state dict or the authors' training checkpoint (a dict with
+    a `state_dict` key); strips DataParallel's `module.` prefixes.
+    """
+    try:
+        import torch
+    except ImportError as error:
+        raise ImportError(
+            "Reading a PyTorch checkpoint needs torch (pip install torch); or pass the state "
+            "dict as a mapping of names to NumPy arrays."
+        ) from error
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path!r} is not a readable PyTorch checkpoint: {error}") from error
+    if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise ValueError(f"{path!r} holds a {type(data).__name__}, not a state dict.")
+    result = {}
+    for name, value in data.items():
+        if name.startswith("module."):
+            name = name[len("module."):]
+        if hasattr(value, "detach"):
+            value = value.detach().cpu().numpy()
+        result[name] = np.asarray(value)
+    return result
+
+
+def load_state_dict(model, state_dict, kind):
+    """Assign an authors' state dict (names -> arrays) to our `model`."""
+    module, _ = _kind(kind)
+    mapping.assign(module.entries(model), state_dict, what=f"{kind} state dict")
+
+
+def load_authors_checkpoint(model, path, kind):
+    """Load the authors' `.pth`/`.pth.tar` file at `path` into `model`."""
+    load_state_dict(model, read_checkpoint(path), kind)
+
+
+def from_authors(kind, config, state_dict=None):
+    """Our Keras model for the authors' configuration, carrying their weights.
+
+    Args:
+        kind: `"msdnet"`.
+        config: the authors' arguments as a dict (names as in their
+            `args.py`, e.g. `{"data": "cifar100", "nBlocks": 7, ...}`).
+        state_dict: `None` (random initialization), a mapping of their tensor
+            names to arrays, or a path to their `.pth`/`.pth.tar` checkpoint.
+
+    Returns:
+        The Keras model.
+
+    Example:
+    ```python
+    fixture = np.load("msdnet_cifar100_even7.npz")
+    meta = json.loads(str(fixture["meta_json"]))
+    tensors = {k[len("state_dict/"):]: fixture[k] for k in fixture if k.startswith("state_dict/")}
+    model = adaptive_zoo.convert.from_authors("msdnet", meta["config"], tensors)
+    ```
+    """
+    module, cls = _kind(kind)
+    if not isinstance(config, dict):
+        raise ValueError(f"config must be a dict of the authors' arguments, got {type(config).__name__}.")
+    model = cls(**module.model_kwargs(config))
+    if state_dict is None:
+        return model
+    if not isinstance(state_dict, dict):
+        state_dict = read_checkpoint(state_dict)
+    load_state_dict(model, state_dict, kind)
+    return model

@@ -1,0 +1,104 @@
+"""Assigning PyTorch tensors to Keras layers, with complete checking.
+
+A family's converter lists `(torch_prefix, keras_layer)` pairs; this module
+turns them into `{torch_name: (keras_variable, transform)}` and assigns a state
+dict, naming every missing, unexpected or wrongly shaped tensor at once.
+"""
+
+import numpy as np
+
+from adaptive_zoo.layers.conv_bn import ConvBNReLU
+
+__all__ = ["assign", "conv_bn_entries", "conv_entries", "bn_entries", "dense_entries"]
+
+# Buffers PyTorch saves that have no Keras counterpart.
+_IGNORED_SUFFIXES = (".num_batches_tracked",)
+
+
+def _oihw_to_hwio(w):
+    return np.transpose(w, (2, 3, 1, 0))
+
+
+def conv_entries(prefix, conv):
+    entries = {f"{prefix}.weight": (conv.kernel, _oihw_to_hwio)}
+    if conv.use_bias:
+        entries[f"{prefix}.bias"] = (conv.bias, None)
+    return entries
+
+
+def bn_entries(prefix, bn):
+    return {
+        f"{prefix}.weight": (bn.gamma, None),
+        f"{prefix}.bias": (bn.beta, None),
+        f"{prefix}.running_mean": (bn.moving_mean, None),
+        f"{prefix}.running_var": (bn.moving_variance, None),
+    }
+
+
+def dense_entries(prefix, dense):
+    return {
+        f"{prefix}.weight": (dense.kernel, np.transpose),
+        f"{prefix}.bias": (dense.bias, None),
+    }
+
+
+def conv_bn_entries(conv_prefix, bn_prefix, block):
+    """Entries of a `ConvBNReLU` whose conv and BN sit at the given names."""
+    if not isinstance(block, ConvBNReLU):
+        raise TypeError(f"Expected ConvBNReLU, got {type(block).__name__}.")
+    return {**conv_entries(conv_prefix, block.conv), **bn_entries(bn_prefix, block.bn)}
+
+
+def _strip(name):
+    for prefix in ("module.",):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    return name
+
+
+def assign(entries, state_dict, what="checkpoint"):
+    """Assign `state_dict` ({torch_name: array}) through `entries`.
+
+    Raises:
+        ValueError: naming every missing, unexpected and mis-shaped tensor;
+            nothing is assigned unless everything fits.
+    """
+    tensors = {}
+    for name, value in state_dict.items():
+        name = _strip(name)
+        if name.endswith(_IGNORED_SUFFIXES):
+            continue
+        tensors[name] = value
+    missing = sorted(set(entries) - set(tensors))
+    extra = sorted(set(tensors) - set(entries))
+    wrong = []
+    values = {}
+    for name, (variable, transform) in entries.items():
+        if name not in tensors:
+            continue
+        array = np.asarray(tensors[name], dtype="float32")
+        if transform is not None:
+            array = transform(array)
+        if tuple(array.shape) != tuple(variable.shape):
+            wrong.append(
+                f"{name}: {tuple(np.shape(tensors[name]))} in the {what}, "
+                f"expected {tuple(variable.shape)} (after layout change)"
+            )
+            continue
+        values[name] = array
+    if missing or extra or wrong:
+        lines = []
+        if missing:
+            lines.append(f"missing ({len(missing)}): {', '.join(missing[:20])}"
+                         + (" ..." if len(missing) > 20 else ""))
+        if extra:
+            lines.append(f"unexpected ({len(extra)}): {', '.join(extra[:20])}"
+                         + (" ..." if len(extra) > 20 else ""))
+        if wrong:
+            lines.append(f"wrong shape ({len(wrong)}): " + "; ".join(wrong[:20])
+                         + (" ..." if len(wrong) > 20 else ""))
+        raise ValueError(
+            f"The {what} does not match this model configuration:\n  " + "\n  ".join(lines)
+        )
+    for name, (variable, _) in entries.items():
+        variable.assign(values[name])

@@ -1,0 +1,10 @@
+"""The user-facing layers and their building blocks."""
+
+from adaptive_zoo.layers.conv_bn import ConvBNReLU
+from adaptive_zoo.layers.multi_scale_dense import (
+    MSDConv,
+    MSDLayer,
+    MSDStem,
+    MSDTransition,
+    MultiScaleDenseExit,
+)

@@ -1,0 +1,129 @@
+"""Convolution + BatchNorm + ReLU, with PyTorch's padding and BatchNorm epsilon.
+
+The authors' networks pad strided convolutions symmetrically (`padding=k//2`),
+which Keras' `"same"` does not do on even inputs, and use BatchNorm with
+epsilon 1e-5 and momentum 0.1 (Keras: 0.9). This block reproduces both, so that
+converted checkpoints compute the authors' function.
+"""
+
+import keras
+from keras import ops
+
+from adaptive_zoo import cost
+
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9
+
+
+def batch_norm(name=None):
+    """A BatchNormalization layer with the authors' (PyTorch) constants."""
+    return keras.layers.BatchNormalization(
+        epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name
+    )
+
+
+@keras.saving.register_keras_serializable(package="adaptive_zoo")
+class ConvBNReLU(keras.layers.Layer):
+    """`k x k` convolution, BatchNorm, optional ReLU; symmetric padding `k // 2`.
+
+    Args:
+        filters: output channels.
+        kernel_size: odd square kernel size.
+        strides: convolution stride.
+        use_bias: whether the convolution has a bias (bias-free by default).
+        activation: whether a ReLU follows.
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Returns:
+        A tensor `(batch, H_out, W_out, filters)`, with
+        `H_out = (H + 2 * (k // 2) - k) // strides + 1`.
+
+    Example:
+    ```python
+    block = ConvBNReLU(16, kernel_size=3, strides=2)
+    y = block(keras.ops.ones((2, 32, 32, 3)))  # (2, 16, 16, 16)
+    ```
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size=3,
+        strides=1,
+        use_bias=False,
+        activation=True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}.")
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.use_bias = use_bias
+        self.activation = activation
+        self.padding = kernel_size // 2
+        # Stride 1 with an odd kernel: "same" pads k//2 on each side, as
+        # PyTorch does. Strided: pad explicitly, then "valid".
+        self._explicit_pad = strides > 1 and self.padding > 0
+        self.conv = keras.layers.Conv2D(
+            filters,
+            kernel_size,
+            strides=strides,
+            padding="valid" if self._explicit_pad else "same",
+            use_bias=use_bias,
+            data_format="channels_last",
+            name="conv",
+        )
+        self.bn = batch_norm(name="bn")
+
+    def build(self, input_shape):
+        padded = self._padded(input_shape)
+        self.conv.build(padded)
+        self.bn.build(self.conv.compute_output_shape(padded))
+
+    def _padded(self, input_shape):
+        if not self._explicit_pad:
+            return input_shape
+        n, h, w, c = input_shape
+        grow = lambda d: None if d is None else d + 2 * self.padding  # noqa: E731
+        return (n, grow(h), grow(w), c)
+
+    def call(self, inputs, training=None):
+        x = inputs
+        if self._explicit_pad:
+            p = self.padding
+            x = ops.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+        x = self.conv(x)
+        x = self.bn(x, training=training)
+        if self.activation:
+            x = ops.relu(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        out = lambda d: None if d is None else self.output_size(d)  # noqa: E731
+        return (n, out(h), out(w), self.filters)
+
+    def output_size(self, size):
+        return cost.conv_output_size(size, self.kernel_size, self.strides, self.padding)
+
+    def flops(self, input_shape):
+        """Multiply-adds for one image of shape `(H, W, C)`."""
+        h, w, c = input_shape
+        ho, wo = self.output_size(h), self.output_size(w)
+        total = cost.conv_flops(c, self.filters, self.kernel_size, ho, wo)
+        if self.activation:
+            total += cost.relu_flops(ho, wo, self.filters)
+        return total
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            use_bias=self.use_bias,
+            activation=self.activation,
+        )
+        return config

@@ -1,0 +1,9 @@
+"""Model families, one module each."""
+
+from adaptive_zoo.models.msdnet import (
+    MSDNet,
+    MSDNetCIFARAnytime,
+    MSDNetCIFARBudgeted,
+    MSDNetImageNet,
+)
+from adaptive_zoo.models.multi_exit import MultiExitModel

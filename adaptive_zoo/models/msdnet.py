@@ -1,0 +1,248 @@
+"""MSDNet: Multi-Scale Dense Networks (Huang et al., ICLR 2018).
+
+The structure follows the authors' code (kalviny/MSDNet-PyTorch) flag for
+flag, so their checkpoints convert exactly (`adaptive_zoo.convert`). Presets
+cover the published configurations; `MSDNet(...)` takes any other.
+"""
+
+import math
+
+import keras
+
+from adaptive_zoo import weights as weights_lib
+from adaptive_zoo.layers.multi_scale_dense import (
+    MSDLayer,
+    MSDStem,
+    MSDTransition,
+    MultiScaleDenseExit,
+)
+from adaptive_zoo.models.multi_exit import MultiExitModel
+
+__all__ = [
+    "MSDNet",
+    "MSDNetCIFARAnytime",
+    "MSDNetCIFARBudgeted",
+    "MSDNetImageNet",
+    "msdnet_layer_plan",
+]
+
+
+def msdnet_layer_plan(n_blocks, step_mode, step, base, n_scales, prune="max", reduction=0.5):
+    """The authors' layer plan: per block, a list of ("layer", in, out) and
+    ("transition", out_scales) entries, with the block's channel bookkeeping
+    left to the caller.
+    """
+    if step_mode not in ("even", "lin_grow"):
+        raise ValueError(f"step_mode must be 'even' or 'lin_grow', got {step_mode!r}.")
+    if prune not in ("max", "min"):
+        raise ValueError(f"prune must be 'max' or 'min', got {prune!r}.")
+    if n_blocks < 1 or base < 1 or step < 0:
+        raise ValueError(f"Need n_blocks >= 1, base >= 1, step >= 0; got {n_blocks}, {base}, {step}.")
+    steps = [base] + [step if step_mode == "even" else step * i + 1 for i in range(1, n_blocks)]
+    if any(s < 1 for s in steps):
+        raise ValueError(f"Every block needs at least one layer; the steps are {steps}.")
+    n_all = sum(steps)
+    interval = math.ceil(n_all / n_scales)
+    plan, current = [], 0
+    for s in steps:
+        block = []
+        for _ in range(s):
+            current += 1
+            if prune == "max":
+                in_scales = n_scales - math.floor(max(0, current - 2) / interval)
+                out_scales = n_scales - math.floor((current - 1) / interval)
+            else:
+                in_scales = min(n_scales, n_all - current + 2)
+                out_scales = min(n_scales, n_all - current + 1)
+            block.append(("layer", in_scales, out_scales))
+            if reduction > 0 and (
+                (prune == "max" and in_scales > out_scales)
+                or (prune == "min" and current in (math.floor(n_all / 3), math.floor(2 * n_all / 3)))
+            ):
+                block.append(("transition", out_scales))
+        plan.append(block)
+    return plan
+
+
+@keras.saving.register_keras_serializable(package="adaptive_zoo")
+class MSDNet(MultiExitModel):
+    """Multi-Scale Dense Network with one exit per block.
+
+    Arguments mirror the authors' flags (`--nBlocks` is `n_blocks`, ...).
+
+    Args:
+        n_blocks: number of blocks, one exit each.
+        step_mode: `"even"` (every block after the first has `step` layers)
+            or `"lin_grow"` (block `i` has `step * i + 1`).
+        step: layers per block (see `step_mode`).
+        base: layers in the first block.
+        n_channels: stem channels on the finest scale.
+        growth_rate: channels each layer adds (times `gr_factor`).
+        gr_factor: per-scale factors, finest first; their number is the
+            number of scales.
+        bn_factor: per-scale bottleneck factors.
+        bottleneck: use 1x1 bottlenecks.
+        reduction: transition compression (0 for none).
+        prune: `"max"` (the paper's) or `"min"`.
+        imagenet_stem: 7x7/2 conv + max-pool stem (ImageNet) instead of 3x3.
+        head_width: exit conv width; `None` keeps the coarsest scale's
+            channels (ImageNet), CIFAR uses 128.
+        num_classes: logits per exit.
+        input_shape: `(H, W, C)`.
+        weights: `None`, a registered name (`adaptive_zoo.weights`), or a path
+            to a `.weights.h5` file or an authors' `.pth`/`.pth.tar`.
+        **kwargs: `MultiExitModel` arguments (`exit_weights`,
+            `calibration`, `name`).
+
+    Example:
+    ```python
+    model = MSDNet(n_blocks=4, step=1, base=1, n_channels=8, growth_rate=4,
+                   gr_factor=(1, 2, 4), bn_factor=(1, 2, 4), head_width=32,
+                   num_classes=10, input_shape=(16, 16, 1))
+    logits = model(images)                       # last exit
+    logits, flops = model(images, budget=0.5, return_cost=True)
+    ```
+    """
+
+    def __init__(
+        self,
+        n_blocks=5,
+        step_mode="even",
+        step=4,
+        base=4,
+        n_channels=32,
+        growth_rate=16,
+        gr_factor=(1, 2, 4, 4),
+        bn_factor=(1, 2, 4, 4),
+        bottleneck=True,
+        reduction=0.5,
+        prune="max",
+        imagenet_stem=True,
+        head_width=None,
+        num_classes=1000,
+        input_shape=(224, 224, 3),
+        weights=None,
+        **kwargs,
+    ):
+        super().__init__(input_shape=input_shape, num_classes=num_classes, **kwargs)
+        gr_factor, bn_factor = [int(g) for g in gr_factor], [int(b) for b in bn_factor]
+        if len(gr_factor) != len(bn_factor):
+            raise ValueError(
+                f"gr_factor and bn_factor need one entry per scale; got {gr_factor} and {bn_factor}."
+            )
+        self.arch = dict(
+            n_blocks=int(n_blocks), step_mode=step_mode, step=int(step), base=int(base),
+            n_channels=int(n_channels), growth_rate=int(growth_rate), gr_factor=gr_factor,
+            bn_factor=bn_factor, bottleneck=bool(bottleneck), reduction=float(reduction),
+            prune=prune, imagenet_stem=bool(imagenet_stem), head_width=head_width,
+        )
+        plan = msdnet_layer_plan(n_blocks, step_mode, step, base, len(gr_factor), prune, reduction)
+        self.blocks, self.heads = [], []
+        n_in = n_channels
+        for i, entries in enumerate(plan):
+            block = []
+            if i == 0:
+                block.append(MSDStem([n_channels * g for g in gr_factor], imagenet_stem, name="stem"))
+            for j, entry in enumerate(entries):
+                if entry[0] == "layer":
+                    block.append(
+                        MSDLayer(growth_rate, gr_factor, bn_factor if bottleneck else None,
+                                 entry[1], entry[2], name=f"block{i}_layer{j}")
+                    )
+                    n_in += growth_rate
+                else:
+                    out_scales = entry[1]
+                    offset = len(gr_factor) - out_scales
+                    n_out = math.floor(reduction * n_in)
+                    block.append(
+                        MSDTransition([n_out * gr_factor[offset + s] for s in range(out_scales)],
+                                      name=f"block{i}_transition{j}")
+                    )
+                    n_in = n_out
+            self.blocks.append(block)
+            self.heads.append(MultiScaleDenseExit(num_classes, width=head_width, name=f"exit{i}"))
+        self.build()
+        weights_lib.load_weights(self, weights, family="msdnet")
+
+    @property
+    def num_exits(self):
+        return len(self.blocks)
+
+    def _stage(self, k, state, training=None):
+        for layer in self.blocks[k]:
+            state = layer(state, training=training)
+        return state
+
+    def _exit(self, k, state, training=None):
+        return self.heads[k](state, training=training)
+
+    def _stage_flops(self):
+        shape = self.image_shape
+        shapes = (None,) + shape
+        result = []
+        for block in self.blocks:
+            total = 0
+            for layer in block:
+                total += layer.flops(shapes)
+                shapes = layer.compute_output_shape(shapes)
+            result.append(total)
+        return result
+
+    def _exit_own_flops(self):
+        shapes = (None,) + self.image_shape
+        result = []
+        for block, head in zip(self.blocks, self.heads):
+            for layer in block:
+                shapes = layer.compute_output_shape(shapes)
+            result.append(head.flops(shapes))
+        return result
+
+    def _family_config(self):
+        return dict(self.arch)
+
+
+def MSDNetCIFARAnytime(num_classes=100, n_blocks=7, input_shape=(32, 32, 3), weights=None, **kwargs):
+    """MSDNet for CIFAR, anytime prediction (the paper's `even`, step 2, base 4).
+
+    Args:
+        num_classes: 10 or 100 for CIFAR, or any other.
+        n_blocks: 7 or 10 in the paper.
+        input_shape: `(32, 32, 3)`.
+        weights: `None`, a registered name, or a path.
+
+    Returns:
+        An `MSDNet` (7 blocks: 3,067,960 parameters, 15.14 to 75.94 MFLOPs).
+    """
+    return MSDNet(
+        n_blocks=n_blocks, step_mode="even", step=2, base=4, n_channels=16, growth_rate=6,
+        gr_factor=(1, 2, 4), bn_factor=(1, 2, 4), imagenet_stem=False, head_width=128,
+        num_classes=num_classes, input_shape=input_shape, weights=weights, **kwargs,
+    )
+
+
+def MSDNetCIFARBudgeted(num_classes=100, n_blocks=5, input_shape=(32, 32, 3), weights=None, **kwargs):
+    """MSDNet for CIFAR, budgeted batch classification (`lin_grow`, step 1, base 1).
+
+    Returns:
+        An `MSDNet` with `n_blocks` exits.
+    """
+    return MSDNet(
+        n_blocks=n_blocks, step_mode="lin_grow", step=1, base=1, n_channels=16, growth_rate=6,
+        gr_factor=(1, 2, 4), bn_factor=(1, 2, 4), imagenet_stem=False, head_width=128,
+        num_classes=num_classes, input_shape=input_shape, weights=weights, **kwargs,
+    )
+
+
+def MSDNetImageNet(step=4, num_classes=1000, input_shape=(224, 224, 3), weights=None, **kwargs):
+    """MSDNet for ImageNet (5 blocks, `even`, step = base = 4, 6 or 7).
+
+    Returns:
+        An `MSDNet` (step 4: 23,958,440 parameters, 339.90 to 1360.53 MFLOPs).
+    """
+    if step not in (4, 6, 7):
+        raise ValueError(f"The published ImageNet MSDNets have step 4, 6 or 7; got {step}.")
+    return MSDNet(
+        n_blocks=5, step_mode="even", step=step, base=step, n_channels=32, growth_rate=16,
+        gr_factor=(1, 2, 4, 4), bn_factor=(1, 2, 4, 4), imagenet_stem=True, head_width=None,
+        num_classes=num_classes, input_shape=input_shape, weights=weights, **kwargs,
+    )

@@ -1,0 +1,465 @@
+"""The base of multi-exit networks (MSDNet, RANet): the budget contract and
+real early exit.
+
+A subclass describes its network as `num_exits` stages, each followed by an
+exit: `_stage(k, state)` maps the state after stage `k - 1` (the input image
+for `k = 0`) to the state after stage `k`, `_exit(k, state)` gives exit `k`'s
+logits, and `_stage_flops()` / `_exit_own_flops()` give their costs per image.
+Everything else is here:
+
+- `model(x)`: the last exit.
+- `model(x, exits="all")`: every exit (the dense path; also what training
+  mode returns, so that `fit` trains all exits).
+- `model(x, budget=b)`: each sample leaves at an exit chosen for `b`; the
+  samples that left are not computed further (gather the survivors, run the
+  next stage on them, put the results back in order).
+- `model.calibrate(...)`, `model.predict(x, budget=b)`.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from adaptive_zoo import budget as budget_lib
+from adaptive_zoo import fast_path
+
+__all__ = ["MultiExitModel"]
+
+_MODES = ("auto", "anytime", "budgeted")
+
+
+def _is_jax_tracer(x):
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return isinstance(x, jax.core.Tracer)
+
+
+class MultiExitModel(keras.Model):
+    """A network with several exit classifiers and a per-image compute budget.
+
+    Args:
+        input_shape: `(H, W, C)` of the images the model takes.
+        num_classes: number of logits of each exit.
+        exit_weights: weights of each exit's loss in training (`None`: the
+            unweighted sum, as the authors train).
+        calibration: a `budget.Calibration` (or its config dict) for budgeted
+            batch classification; set by `calibrate`.
+        **kwargs: `keras.Model` arguments (`name`, ...).
+    """
+
+    def __init__(
+        self,
+        input_shape,
+        num_classes,
+        exit_weights=None,
+        calibration=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.image_shape = tuple(int(d) for d in input_shape)
+        if len(self.image_shape) != 3:
+            raise ValueError(f"input_shape must be (H, W, C), got {input_shape!r}.")
+        self.num_classes = int(num_classes)
+        self.exit_weights = None if exit_weights is None else [float(w) for w in exit_weights]
+        if isinstance(calibration, dict):
+            calibration = budget_lib.Calibration.from_config(calibration)
+        self.calibration = calibration
+        self._compiled_fns = {}
+
+    # ------------------------------------------------------------------ #
+    # What subclasses provide.
+    # ------------------------------------------------------------------ #
+    @property
+    def num_exits(self):
+        raise NotImplementedError
+
+    def _stage(self, k, state, training=None):
+        raise NotImplementedError
+
+    def _exit(self, k, state, training=None):
+        raise NotImplementedError
+
+    def _stage_flops(self):
+        """Cost per image of each stage (stage 0 includes the stem)."""
+        raise NotImplementedError
+
+    def _exit_own_flops(self):
+        """Cost per image of each exit head alone."""
+        raise NotImplementedError
+
+    def _family_config(self):
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ #
+    # Cost.
+    # ------------------------------------------------------------------ #
+    def exit_flops(self):
+        """Cumulative cost of each exit, earlier heads included (authors')."""
+        stages, heads = self._stage_flops(), self._exit_own_flops()
+        total, result = 0, []
+        for s, h in zip(stages, heads):
+            total += s + h
+            result.append(total)
+        return result
+
+    def path_flops(self, k):
+        """Cost of reaching exit `k` without evaluating earlier heads."""
+        return sum(self._stage_flops()[: k + 1]) + self._exit_own_flops()[k]
+
+    def cost_profile(self):
+        exits = self.exit_flops()
+        return exits[-1], exits
+
+    # ------------------------------------------------------------------ #
+    # Building and input checks.
+    # ------------------------------------------------------------------ #
+    def build(self, input_shape=None):
+        x = keras.KerasTensor((None,) + self.image_shape)
+        state = x
+        for k in range(self.num_exits):
+            state = self._stage(k, state)
+            self._exit(k, state)
+        self.built = True
+
+    def _check_inputs(self, inputs):
+        shape = tuple(inputs.shape)
+        if len(shape) != 4:
+            raise ValueError(
+                f"{self.name} takes a batch of images (batch, H, W, C) = "
+                f"(batch, {', '.join(map(str, self.image_shape))}); got an input of rank "
+                f"{len(shape)} with shape {shape}."
+            )
+        if shape[-1] is not None and int(shape[-1]) != self.image_shape[-1]:
+            raise ValueError(
+                f"{self.name} takes images with {self.image_shape[-1]} channels (NHWC); got "
+                f"{shape[-1]} channels in an input of shape {shape}. Channels-first input "
+                "must be transposed to (batch, H, W, C)."
+            )
+        for got, want, axis in zip(shape[1:3], self.image_shape[:2], ("height", "width")):
+            if got is not None and int(got) != want:
+                raise ValueError(
+                    f"{self.name} was built for {self.image_shape[0]}x{self.image_shape[1]} "
+                    f"images; got {axis} {got} in an input of shape {shape}."
+                )
+
+    # ------------------------------------------------------------------ #
+    # The forward passes.
+    # ------------------------------------------------------------------ #
+    def call(
+        self,
+        inputs,
+        budget=None,
+        exits=None,
+        return_cost=False,
+        mode="auto",
+        training=None,
+    ):
+        """Run the model.
+
+        Args:
+            inputs: images `(batch, H, W, C)`.
+            budget: `None` for the full model, or a number in (0, 1]: spend
+                about that fraction of the full model's FLOPs per image.
+            exits: `None`, or `"all"` for the list of every exit's logits.
+            return_cost: also return the FLOPs each sample used, `(batch,)`.
+            mode: `"auto"` (calibrated thresholds if the model has them,
+                else anytime), `"anytime"` or `"budgeted"`.
+            training: training mode; training returns every exit.
+
+        Returns:
+            Logits `(batch, num_classes)` (a list of them with
+            `exits="all"` or in training), and the per-sample cost if
+            `return_cost`.
+        """
+        if exits not in (None, "all"):
+            raise ValueError(f'exits must be None or "all", got {exits!r}.')
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}.")
+        self._check_inputs(inputs)
+        if exits == "all" or training:
+            if budget is not None:
+                raise ValueError("budget applies to inference; it cannot be combined with exits='all'.")
+            outputs = self._all_exits(inputs, training=training)
+            if return_cost:
+                batch = ops.shape(inputs)[0]
+                costs = [ops.full((batch,), float(f)) for f in self.exit_flops()]
+                return outputs, costs
+            return outputs
+        if budget is None:
+            k = self.num_exits - 1
+            logits = self._anytime(inputs, k, training=training)
+            return self._with_cost(logits, self.path_flops(k), inputs, return_cost)
+        thresholds = self._thresholds(budget, mode)
+        if thresholds is None:
+            k = budget_lib.anytime_exit(self.exit_flops(), budget)
+            logits = self._anytime(inputs, k)
+            return self._with_cost(logits, self.path_flops(k), inputs, return_cost)
+        if _is_jax_tracer(inputs):
+            raise ValueError(
+                "Early exit has data-dependent shapes, which jax.jit cannot trace. Call the "
+                "model eagerly, or use model.predict(x, budget=...), which compiles each "
+                "stage separately."
+            )
+        stages = [self._stage_and_exit_fn(k) for k in range(self.num_exits)]
+        logits, cost = self._early_exit(inputs, thresholds, stages)
+        return (logits, cost) if return_cost else logits
+
+    def _with_cost(self, logits, flops, inputs, return_cost):
+        if not return_cost:
+            return logits
+        return logits, ops.full((ops.shape(inputs)[0],), float(flops))
+
+    def _all_exits(self, inputs, training=None):
+        outputs, state = [], inputs
+        for k in range(self.num_exits):
+            state = self._stage(k, state, training=training)
+            outputs.append(self._exit(k, state, training=training))
+        return outputs
+
+    def _anytime(self, inputs, k, training=None):
+        state = inputs
+        for j in range(k + 1):
+            state = self._stage(j, state, training=training)
+        return self._exit(k, state, training=training)
+
+    def _thresholds(self, budget, mode):
+        """Per-exit thresholds for `budget`, or None for the anytime rule."""
+        budget = budget_lib.validate_budget(budget)
+        if mode == "anytime" or (mode == "auto" and self.calibration is None):
+            return None
+        if self.calibration is None:
+            raise ValueError(
+                "mode='budgeted' needs calibrated thresholds: call "
+                "model.calibrate(held_out_data) first."
+            )
+        return [float(t) for t in self.calibration.thresholds_for(budget)]
+
+    def _stage_and_exit_fn(self, k):
+        def run(*state):
+            state = state[0] if len(state) == 1 else list(state)
+            state = self._stage(k, state)
+            return state, self._exit(k, state)
+
+        return run
+
+    def _early_exit(self, inputs, thresholds, stages):
+        """Real early exit: only the samples still running are computed.
+
+        Args:
+            inputs: images.
+            thresholds: per-exit confidence thresholds (last ignored).
+            stages: `stages[k](*state) -> (state, logits_k)`.
+
+        Returns:
+            `(logits, cost)` in the input order.
+        """
+        exit_flops = ops.convert_to_tensor(np.asarray(self.exit_flops(), dtype="float32"))
+        n = ops.shape(inputs)[0]
+        order = ops.arange(n, dtype="int32")
+        state = [inputs]
+        done_logits, done_order, done_exit = [], [], []
+        for k in range(self.num_exits):
+            state, logits = stages[k](*state)
+            state = list(state) if isinstance(state, (list, tuple)) else [state]
+            if k == self.num_exits - 1:
+                leave = ops.ones_like(order, dtype="bool")
+            else:
+                confidence = ops.max(ops.softmax(logits, axis=-1), axis=-1)
+                leave = confidence >= thresholds[k]
+            leaving = ops.nonzero(leave)[0]
+            done_logits.append(ops.take(logits, leaving, axis=0))
+            done_order.append(ops.take(order, leaving, axis=0))
+            done_exit.append(ops.full(ops.shape(leaving), k, dtype="int32"))
+            if k == self.num_exits - 1:
+                break
+            staying = ops.nonzero(ops.logical_not(leave))[0]
+            remaining = staying.shape[0]
+            if remaining == 0:
+                break
+            state = [ops.take(s, staying, axis=0) for s in state]
+            order = ops.take(order, staying, axis=0)
+        logits = ops.concatenate(done_logits, axis=0)
+        inverse = ops.argsort(ops.concatenate(done_order, axis=0))
+        exit_index = ops.take(ops.concatenate(done_exit, axis=0), inverse, axis=0)
+        return ops.take(logits, inverse, axis=0), ops.take(exit_flops, exit_index, axis=0)
+
+    # ------------------------------------------------------------------ #
+    # Batched inference, compiled.
+    # ------------------------------------------------------------------ #
+    def _compiled(self, key, make_fn):
+        if key not in self._compiled_fns:
+            self._compiled_fns[key] = fast_path.compile_inference(make_fn(), self.variables)
+        return self._compiled_fns[key]
+
+    def predict(self, x, batch_size=None, verbose="auto", budget=None, mode="auto",
+                return_cost=False, **kwargs):
+        """Keras' `predict`, plus the budget contract.
+
+        With `budget=None` this is `keras.Model.predict` (the last exit).
+        With a budget, each batch runs the early-exit path with every stage
+        compiled for the backend (`fast_path.compile_inference`), and
+        exited samples are not computed further.
+
+        Args:
+            x: images, a NumPy array or tensor `(N, H, W, C)`, or an
+                iterable of batches (or of `(images, labels)` pairs).
+            batch_size: batch size for arrays (default 32).
+            budget: as in `call`.
+            mode: as in `call`.
+            return_cost: also return the per-sample FLOPs.
+
+        Returns:
+            NumPy logits `(N, num_classes)` (and costs `(N,)`).
+        """
+        if budget is None:
+            if return_cost:
+                raise ValueError("return_cost needs a budget; the full model costs profile(model).flops.")
+            return super().predict(x, batch_size=batch_size, verbose=verbose, **kwargs)
+        thresholds = self._thresholds(budget, mode)
+        outputs, costs = [], []
+        for batch in _batches(x, batch_size or 32):
+            batch = ops.convert_to_tensor(batch)
+            self._check_inputs(batch)
+            if thresholds is None:
+                k = budget_lib.anytime_exit(self.exit_flops(), budget)
+                fn = self._compiled(("anytime", k), lambda k=k: (lambda x: self._anytime(x, k)))
+                logits = fn(batch)
+                cost = np.full((batch.shape[0],), float(self.path_flops(k)), dtype="float32")
+            else:
+                stages = [
+                    self._compiled(("stage", k), lambda k=k: self._stage_and_exit_fn(k))
+                    for k in range(self.num_exits)
+                ]
+                logits, cost = self._early_exit(batch, thresholds, stages)
+            outputs.append(ops.convert_to_numpy(logits))
+            costs.append(ops.convert_to_numpy(cost))
+        logits = np.concatenate(outputs, axis=0)
+        return (logits, np.concatenate(costs)) if return_cost else logits
+
+    def predict_all_exits(self, x, batch_size=None):
+        """Every exit's logits for every sample, as a NumPy array `(K, N, C)`."""
+        fn = self._compiled(("all",), lambda: (lambda x: self._all_exits(x)))
+        outputs = []
+        for batch in _batches(x, batch_size or 64):
+            batch = ops.convert_to_tensor(batch)
+            self._check_inputs(batch)
+            outputs.append(np.stack([ops.convert_to_numpy(o) for o in fn(batch)]))
+        return np.concatenate(outputs, axis=1)
+
+    # ------------------------------------------------------------------ #
+    # Calibration for budgeted batch classification.
+    # ------------------------------------------------------------------ #
+    def calibrate(self, data, budgets=None, batch_size=None):
+        """Calibrate exit thresholds on held-out data (the authors' procedure).
+
+        Args:
+            data: `(images, labels)` arrays, or an iterable of
+                `(images, labels)` batches (e.g. a `tf.data.Dataset`).
+            budgets: budgets to calibrate, each in (0, 1]. Default: 20 points
+                from the cheapest reachable cost to 1.
+            batch_size: batch size for arrays.
+
+        Returns:
+            The `budget.Calibration`: budgets, thresholds, mean FLOPs and
+            accuracy on `data`, ready to plot. It is stored in the model
+            (and its config), so it survives saving and loading.
+        """
+        images, labels = _split_labeled(data)
+        logits = self.predict_all_exits(images, batch_size=batch_size)
+        labels = np.asarray(labels).reshape(-1)
+        if labels.shape[0] != logits.shape[1]:
+            raise ValueError(
+                f"Calibration data has {logits.shape[1]} images but {labels.shape[0]} labels."
+            )
+        if logits.shape[1] < self.num_exits:
+            raise ValueError(
+                f"The calibration set has {logits.shape[1]} samples, fewer than the model's "
+                f"{self.num_exits} exits."
+            )
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        probs = np.exp(shifted)
+        probs /= probs.sum(axis=-1, keepdims=True)
+        confidences = probs.max(axis=-1)
+        correct = logits.argmax(axis=-1) == labels[None, :]
+        exit_flops = self.exit_flops()
+        if budgets is None:
+            cheapest = budget_lib.calibrate_exits(
+                confidences, None, exit_flops, [exit_flops[0] / exit_flops[-1] * 1.001],
+                tolerance=1.0,
+            ).mean_flops[0] / exit_flops[-1]
+            budgets = np.linspace(min(cheapest * 1.02, 1.0), 1.0, 20)
+        self.calibration = budget_lib.calibrate_exits(confidences, correct, exit_flops, budgets)
+        return self.calibration
+
+    # ------------------------------------------------------------------ #
+    # Training: every exit.
+    # ------------------------------------------------------------------ #
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if not isinstance(y_pred, (list, tuple)):
+            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        if self._compile_loss is None:
+            raise ValueError("No loss to compute. Provide a `loss` argument in `compile()`.")
+        weights = self.exit_weights or [1.0] * len(y_pred)
+        if len(weights) != len(y_pred):
+            raise ValueError(f"exit_weights has {len(weights)} entries for {len(y_pred)} exits.")
+        total = 0.0
+        for weight, logits in zip(weights, y_pred):
+            total = total + weight * self._compile_loss(y, logits, sample_weight)
+        for loss in self.losses:
+            total = total + self._aggregate_additional_loss(loss)
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if isinstance(y_pred, (list, tuple)):
+            y_pred = y_pred[-1]
+        return super().compute_metrics(x, y, y_pred, sample_weight)
+
+    # ------------------------------------------------------------------ #
+    # Serialization.
+    # ------------------------------------------------------------------ #
+    def get_config(self):
+        config = {
+            "name": self.name,
+            "trainable": self.trainable,
+            "input_shape": list(self.image_shape),
+            "num_classes": self.num_classes,
+            "exit_weights": self.exit_weights,
+            "calibration": None if self.calibration is None else self.calibration.to_config(),
+        }
+        config.update(self._family_config())
+        return config
+
+
+def _batches(x, batch_size):
+    """Yield image batches from an array or an iterable of batches."""
+    if hasattr(x, "shape") and len(getattr(x, "shape", ())) == 4:
+        for start in range(0, int(x.shape[0]), batch_size):
+            yield x[start : start + batch_size]
+        return
+    for item in x:
+        if isinstance(item, (tuple, list)):
+            item = item[0]
+        if isinstance(item, dict):
+            raise ValueError("Batches must be images or (images, labels) pairs, not dicts.")
+        yield ops.convert_to_numpy(item) if not hasattr(item, "shape") else item
+
+
+def _split_labeled(data):
+    """(images, labels) NumPy arrays from arrays or an iterable of pairs."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
+        if data[1] is None:
+            raise ValueError("Calibration needs labels: pass (images, labels).")
+        return np.asarray(data[0]), np.asarray(data[1])
+    if hasattr(data, "shape"):
+        raise ValueError("Calibration needs labels: pass (images, labels), not images alone.")
+    images, labels = [], []
+    for item in data:
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise ValueError("Calibration needs labels: each batch must be (images, labels).")
+        images.append(np.asarray(item[0]))
+        labels.append(np.asarray(item[1]))
+    if not images:
+        raise ValueError("The calibration data is empty.")
+    return np.concatenate(images), np.concatenate(labels)

@@ -1,0 +1,118 @@
+"""The checkpoint registry: names -> (URL, SHA-256, family), and loading.
+
+`weights=` on every constructor takes `None`, a registered name, or a path:
+
+- a registered name downloads with `keras.utils.get_file(..., file_hash=)`
+  into the Keras cache (offline, a cached file is used); a hash mismatch is an
+  error and leaves no file behind;
+- `*.weights.h5`: Keras weights of the same configuration;
+- `*.pth`, `*.pth.tar`, `*.pt`: the authors' PyTorch checkpoint, converted
+  (`adaptive_zoo.convert`; needs torch).
+
+A name that is known but has no published file raises an error that says what
+is available and how to produce the missing one.
+"""
+
+import os
+
+import keras
+
+__all__ = ["REGISTRY", "available", "load_weights", "resolve"]
+
+# name -> entry. `url` and `sha256` are None until a file is published; then
+# weights/manifest.json records the numbers we measured for it.
+REGISTRY = {
+    "imagenet": {
+        "families": {
+            "msdnet": {
+                "url": None,
+                "sha256": None,
+                "how": (
+                    "The MSDNet authors publish ImageNet checkpoints "
+                    "(msdnet-step=4-block=5.pth.tar, step 6 and 7) from their repository "
+                    "kalviny/MSDNet-PyTorch. Download one yourself and pass its path: "
+                    "MSDNetImageNet(step=4, weights='/path/msdnet-step=4-block=5.pth.tar')."
+                ),
+            },
+        },
+    },
+}
+
+_TORCH_SUFFIXES = (".pth", ".pth.tar", ".pt", ".tar")
+
+
+def available(family=None):
+    """Registered names that have a published file (for `family`, if given)."""
+    names = []
+    for name, entry in REGISTRY.items():
+        for fam, info in entry["families"].items():
+            if (family is None or fam == family) and info["url"]:
+                names.append(name)
+    return sorted(set(names))
+
+
+def resolve(name, family):
+    """Download (or find in the cache) the registered checkpoint `name`.
+
+    Returns:
+        The local path of the verified file.
+    """
+    entry = REGISTRY.get(name, {}).get("families", {}).get(family)
+    if entry is None:
+        raise ValueError(
+            f"Unknown weights {name!r} for {family}. Pass None, a path to a checkpoint, or one "
+            f"of the published names: {available(family) or 'none yet'}."
+        )
+    if not entry["url"]:
+        raise ValueError(
+            f"No checkpoint is published under {name!r} for {family} yet (published: "
+            f"{available(family) or 'none'}). {entry['how']}"
+        )
+    fname = entry["url"].rsplit("/", 1)[-1]
+    try:
+        return keras.utils.get_file(
+            fname, origin=entry["url"], file_hash=entry["sha256"], hash_algorithm="sha256",
+            cache_subdir=os.path.join("models", "adaptive_zoo"),
+        )
+    except Exception as error:
+        path = os.path.join(keras.config.keras_home() if hasattr(keras.config, "keras_home")
+                            else os.path.expanduser("~/.keras"), "models", "adaptive_zoo", fname)
+        if os.path.exists(path):
+            os.remove(path)
+        raise ValueError(
+            f"Could not get a verified copy of weights {name!r} ({entry['url']}): {error}"
+        ) from error
+
+
+def load_weights(model, weights, family):
+    """Load `weights` (None, a registered name, or a path) into `model`."""
+    if weights is None:
+        return
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(f"weights must be None, a name or a path; got {type(weights).__name__}.")
+    path = os.fspath(weights)
+    if not os.path.exists(path):
+        if os.sep in path or path.endswith((".h5", ".keras") + _TORCH_SUFFIXES):
+            raise ValueError(f"No checkpoint file at {path!r}.")
+        path = resolve(path, family)
+    if path.endswith(".keras"):
+        raise ValueError(
+            f"{path!r} is a whole saved model: load it with keras.saving.load_model(path)."
+        )
+    if path.endswith(_TORCH_SUFFIXES):
+        from adaptive_zoo import convert
+
+        convert.load_authors_checkpoint(model, path, kind=family)
+        return
+    if path.endswith(".h5"):
+        try:
+            model.load_weights(path)
+        except Exception as error:
+            raise ValueError(
+                f"The weights in {path!r} do not fit this {family} configuration: {error}"
+            ) from error
+        return
+    raise ValueError(
+        f"Unrecognized checkpoint {path!r}: expected .weights.h5 (Keras) or .pth/.pth.tar "
+        "(the authors' PyTorch checkpoints)."
+    )
