@@ -8,6 +8,7 @@ from adaptive_zoo.models import (
     MSDNetCIFARAnytime,
     MSDNetCIFARBudgeted,
     MSDNetImageNet,
+    MSDNetTiny,
     MultiExitModel,
 )
 

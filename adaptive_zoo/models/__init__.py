@@ -5,5 +5,6 @@ from adaptive_zoo.models.msdnet import (
     MSDNetCIFARAnytime,
     MSDNetCIFARBudgeted,
     MSDNetImageNet,
+    MSDNetTiny,
 )
 from adaptive_zoo.models.multi_exit import MultiExitModel

@@ -23,6 +23,7 @@ __all__ = [
     "MSDNetCIFARAnytime",
     "MSDNetCIFARBudgeted",
     "MSDNetImageNet",
+    "MSDNetTiny",
     "msdnet_layer_plan",
 ]
 
@@ -244,5 +245,21 @@ def MSDNetImageNet(step=4, num_classes=1000, input_shape=(224, 224, 3), weights=
     return MSDNet(
         n_blocks=5, step_mode="even", step=step, base=step, n_channels=32, growth_rate=16,
         gr_factor=(1, 2, 4, 4), bn_factor=(1, 2, 4, 4), imagenet_stem=True, head_width=None,
+        num_classes=num_classes, input_shape=input_shape, weights=weights, **kwargs,
+    )
+
+
+def MSDNetTiny(num_classes=10, input_shape=(16, 16, 1), n_blocks=4, weights=None, **kwargs):
+    """A small MSDNet for small images (our digits demo; not from the paper).
+
+    Three scales (16/8/4 px at 16x16 input), 8 stem channels, growth 4, one
+    layer per block after a first block of two; about 0.1 M parameters.
+
+    Returns:
+        An `MSDNet` with `n_blocks` exits.
+    """
+    return MSDNet(
+        n_blocks=n_blocks, step_mode="even", step=1, base=2, n_channels=8, growth_rate=4,
+        gr_factor=(1, 2, 4), bn_factor=(1, 2, 4), imagenet_stem=False, head_width=32,
         num_classes=num_classes, input_shape=input_shape, weights=weights, **kwargs,
     )

@@ -1,0 +1,30 @@
+"""Shared fixtures. The suite runs once per backend: KERAS_BACKEND=tensorflow|jax|torch."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+FIXTURES = os.environ.get(
+    "ADAPTIVE_ZOO_FIXTURES",
+    os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fixtures"),
+)
+
+
+def load_fixture(name):
+    """(meta, state_dict, input_nhwc, [logits per exit]) of an authors' fixture."""
+    path = os.path.join(FIXTURES, name)
+    if not os.path.exists(path):
+        pytest.skip(f"parity fixture {path} not present (set ADAPTIVE_ZOO_FIXTURES)")
+    data = np.load(path)
+    meta = json.loads(str(data["meta_json"]))
+    state = {k[len("state_dict/"):]: data[k] for k in data.files if k.startswith("state_dict/")}
+    x = np.transpose(data["input_nchw"], (0, 2, 3, 1))
+    logits = [data[f"logits/exit_{k}"] for k in range(meta["num_exits"])]
+    return meta, state, x, logits
+
+
+def relative_error(ours, theirs):
+    ours, theirs = np.asarray(ours), np.asarray(theirs)
+    return float(np.abs(ours - theirs).max() / np.abs(theirs).max())

@@ -1,0 +1,200 @@
+"""MSDNet: the authors' function, the budget contract, real early exit, training."""
+
+import keras
+import numpy as np
+import pytest
+
+import adaptive_zoo
+from adaptive_zoo import convert, data
+from conftest import load_fixture, relative_error
+
+PAPER_CIFAR_EXIT_MFLOPS = [15.14, 25.51, 37.10, 46.33, 57.34, 66.96, 75.94]
+PAPER_IMAGENET_EXIT_MFLOPS = [339.90, 685.46, 1008.16, 1254.47, 1360.53]
+
+
+@pytest.fixture(scope="module")
+def authors():
+    meta, state, x, logits = load_fixture("msdnet_cifar100_even7.npz")
+    model = convert.from_authors("msdnet", meta["config"], state)
+    return model, meta, x, logits
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    keras.utils.set_random_seed(1)
+    return adaptive_zoo.MSDNetTiny(num_classes=10, input_shape=(16, 16, 1))
+
+
+def images(n=40, seed=0):
+    return np.random.default_rng(seed).random((n, 16, 16, 1), dtype=np.float32)
+
+
+def test_every_exit_matches_the_authors_pytorch_model(authors):
+    model, meta, x, logits = authors
+    outputs = model(x, exits="all")
+    assert len(outputs) == meta["num_exits"] == 7
+    for k, (ours, theirs) in enumerate(zip(outputs, logits)):
+        assert relative_error(keras.ops.convert_to_numpy(ours), theirs) < 1e-4, f"exit {k}"
+    # model(x) is the last exit.
+    assert relative_error(keras.ops.convert_to_numpy(model(x)), logits[-1]) < 1e-4
+
+
+def test_profile_equals_the_authors_counts_cifar(authors):
+    model, meta, _, _ = authors
+    profile = adaptive_zoo.profile(model)
+    assert profile.params == meta["num_params"] == 3_067_960
+    for ours, paper in zip(profile.exit_flops, PAPER_CIFAR_EXIT_MFLOPS):
+        assert abs(ours / 1e6 - paper) / paper < 0.005
+    assert profile.flops == profile.exit_flops[-1]
+
+
+def test_profile_equals_the_authors_counts_imagenet():
+    model = adaptive_zoo.MSDNetImageNet(step=4)
+    profile = adaptive_zoo.profile(model)
+    assert profile.params == 23_958_440
+    for ours, paper in zip(profile.exit_flops, PAPER_IMAGENET_EXIT_MFLOPS):
+        assert abs(ours / 1e6 - paper) / paper < 0.005
+
+
+def test_anytime_budget_takes_the_deepest_exit_that_fits(tiny):
+    x = images()
+    exit_flops = tiny.exit_flops()
+    dense = [keras.ops.convert_to_numpy(o) for o in tiny(x, exits="all")]
+    for budget in (0.3, 0.5, 0.7, 0.9, 1.0):
+        logits, cost = tiny(x, budget=budget, return_cost=True)
+        k = max([k for k, f in enumerate(exit_flops) if f <= budget * exit_flops[-1] + 1e-6] or [0])
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(logits), dense[k], atol=1e-5)
+        cost = keras.ops.convert_to_numpy(cost)
+        assert np.all(cost <= max(budget * exit_flops[-1], exit_flops[0]))
+        assert np.allclose(cost, tiny.path_flops(k))
+
+
+def test_calibrated_early_exit_equals_the_dense_simulation(tiny):
+    x, y = images(120, seed=1), np.random.default_rng(2).integers(0, 10, 120)
+    calibration = tiny.calibrate((x, y), budgets=[0.6, 0.8, 1.0])
+    assert calibration.budgets == [0.6, 0.8, 1.0]
+    dense = np.stack([keras.ops.convert_to_numpy(o) for o in tiny(x, exits="all")])
+    probs = keras.ops.convert_to_numpy(keras.ops.softmax(dense, axis=-1)).max(-1)
+    exit_flops = np.asarray(tiny.exit_flops())
+    for budget in (0.6, 0.7, 0.8):
+        thresholds = calibration.thresholds_for(budget)
+        passed = probs >= np.asarray(thresholds)[:, None]
+        passed[-1] = True
+        chosen = passed.argmax(0)
+        logits, cost = tiny(x, budget=budget, return_cost=True)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(logits), dense[chosen, np.arange(len(x))], atol=1e-5
+        )
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(cost), exit_flops[chosen], rtol=1e-6)
+        # predict() runs the compiled stages and agrees with call().
+        logits_p, cost_p = tiny.predict(x, budget=budget, return_cost=True, batch_size=32)
+        np.testing.assert_allclose(logits_p, dense[chosen, np.arange(len(x))], atol=1e-5)
+        np.testing.assert_allclose(cost_p, exit_flops[chosen], rtol=1e-6)
+    tiny.calibration = None
+
+
+def test_exited_samples_are_not_computed_further(tiny):
+    """Each stage only sees the samples that have not left yet."""
+    x = images(64, seed=3)
+    seen = []
+    original = tiny._stage
+
+    def recording_stage(k, state, training=None):
+        first = state if not isinstance(state, (list, tuple)) else state[0]
+        seen.append((k, int(first.shape[0])))
+        return original(k, state, training=training)
+
+    n_exits = tiny.num_exits
+    thresholds = [0.0] + [2.0] * (n_exits - 1)  # everyone leaves at exit 0
+    tiny._stage = recording_stage
+    try:
+        stages = [tiny._stage_and_exit_fn(k) for k in range(n_exits)]
+        logits, cost = tiny._early_exit(keras.ops.convert_to_tensor(x), thresholds, stages)
+        assert seen == [(0, 64)]
+        # Half the samples leave at exit 0: later stages run on the rest only.
+        dense0 = keras.ops.convert_to_numpy(keras.ops.softmax(tiny(x, exits="all")[0])).max(-1)
+        median = float(np.median(dense0))
+        thresholds = [median] + [2.0] * (n_exits - 1)
+        seen.clear()
+        tiny._early_exit(keras.ops.convert_to_tensor(x), thresholds, stages)
+        stays = int((dense0 < median).sum())
+        assert seen[0] == (0, 64)
+        assert all(n == stays for k, n in seen[1:]) and len(seen) == n_exits
+    finally:
+        tiny._stage = original
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((16, 16, 1), "float32"), "rank 3"),
+        (np.zeros((2, 16, 16, 3), "float32"), "3 channels"),
+        (np.zeros((2, 1, 16, 16), "float32"), "channels"),
+        (np.zeros((2, 20, 20, 1), "float32"), "height 20"),
+    ],
+)
+def test_wrong_input_shapes_are_named(tiny, bad, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(bad)
+
+
+@pytest.mark.parametrize("budget", [0, -0.1, 1.5, float("nan"), float("inf"), "half"])
+def test_budget_outside_the_unit_interval_is_refused(tiny, budget):
+    with pytest.raises(ValueError, match="budget"):
+        tiny(images(2), budget=budget)
+    with pytest.raises(ValueError, match="budget"):
+        tiny.predict(images(2), budget=budget)
+
+
+def test_exits_and_mode_are_checked(tiny):
+    with pytest.raises(ValueError, match="exits"):
+        tiny(images(2), exits="first")
+    with pytest.raises(ValueError, match="mode"):
+        tiny(images(2), budget=0.5, mode="fast")
+    with pytest.raises(ValueError, match="calibrate"):
+        tiny(images(2), budget=0.5, mode="budgeted")
+
+
+def test_keras_file_round_trip_keeps_weights_and_calibration(tiny, tmp_path):
+    x, y = images(60, seed=4), np.random.default_rng(5).integers(0, 10, 60)
+    tiny.calibrate((x, y), budgets=[0.7, 1.0])
+    path = str(tmp_path / "tiny.keras")
+    tiny.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.calibration.budgets == [0.7, 1.0]
+    for budget in (None, 0.7, 0.85):
+        a = tiny(x, budget=budget)
+        b = loaded(x, budget=budget)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), atol=1e-6)
+    assert adaptive_zoo.profile(loaded) == adaptive_zoo.profile(tiny)
+    tiny.calibration = None
+
+
+def test_layers_serialize():
+    head = adaptive_zoo.MultiScaleDenseExit(num_classes=5, width=8)
+    x = np.random.default_rng(0).random((2, 8, 8, 4), dtype=np.float32)
+    y = head([x])
+    clone = adaptive_zoo.MultiScaleDenseExit.from_config(head.get_config())
+    clone.build([x.shape])
+    clone.set_weights(head.get_weights())
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(clone([x])), keras.ops.convert_to_numpy(y), atol=1e-6)
+    assert tuple(y.shape) == (2, 5)
+
+
+def test_fit_trains_every_exit_and_reaches_95_percent_on_digits():
+    keras.utils.set_random_seed(0)
+    (x_train, y_train), (x_test, y_test) = data.load_digits()
+    model = adaptive_zoo.MSDNetTiny(num_classes=10, input_shape=x_train.shape[1:])
+    before = [np.copy(keras.ops.convert_to_numpy(h.dense.kernel)) for h in model.heads]
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(x_train, y_train, epochs=12, batch_size=64, verbose=0)
+    for k, head in enumerate(model.heads):
+        assert not np.allclose(before[k], keras.ops.convert_to_numpy(head.dense.kernel)), f"exit {k}"
+    all_exits = model.predict_all_exits(x_test)
+    accuracies = [(a.argmax(-1) == y_test).mean() for a in all_exits]
+    assert accuracies[-1] >= 0.95, accuracies
+    assert min(accuracies) >= 0.85, accuracies
