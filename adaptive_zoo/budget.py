@@ -20,6 +20,7 @@ __all__ = [
     "Calibration",
     "anytime_exit",
     "calibrate_exits",
+    "default_budgets",
     "exit_thresholds",
     "simulate_exits",
     "validate_budget",
@@ -53,9 +54,10 @@ def exit_thresholds(confidences, proportions):
     """The authors' threshold procedure for budgeted batch classification.
 
     Walk each exit's samples by descending confidence among those that have
-    not exited yet; the threshold of exit `k` is the confidence of the
-    `floor(N * proportions[k])`-th such sample. The last exit takes every
-    sample that is left.
+    not exited yet; the first `floor(N * proportions[k])` of them leave at exit
+    `k`. The authors set the threshold to the confidence of the last one that
+    leaves; we set it midway to the next one, which selects the same samples
+    and is robust to float rounding. The last exit takes every sample left.
 
     Args:
         confidences: array `(K, N)`, max softmax of each exit for each sample.
@@ -74,8 +76,14 @@ def exit_thresholds(confidences, proportions):
         if quota > 0:
             order = np.argsort(-confidences[k], kind="stable")
             candidates = order[~exited[order]]
-            if len(candidates) >= quota:
-                thresholds[k] = confidences[k][candidates[quota - 1]]
+            if len(candidates) > quota:
+                # Midway between the last sample that leaves and the next one:
+                # the same samples leave as with the authors' threshold (the
+                # quota-th confidence itself), but a sample is not flipped by
+                # rounding differences between batched and early-exit runs.
+                last_in = confidences[k][candidates[quota - 1]]
+                first_out = confidences[k][candidates[quota]]
+                thresholds[k] = 0.5 * (last_in + first_out) if first_out < last_in else last_in
             elif len(candidates):
                 thresholds[k] = confidences[k][candidates[-1]]
         exited |= confidences[k] >= thresholds[k]
@@ -171,6 +179,21 @@ def _proportions(q, n_exits):
     return p / p.sum()
 
 
+def _evaluate_q(confidences, exit_flops, q):
+    """(thresholds, exit of each sample, mean cost) for the distribution q^k."""
+    thresholds = exit_thresholds(confidences, _proportions(q, len(exit_flops)))
+    exits = simulate_exits(confidences, thresholds)
+    return thresholds, exits, float(np.asarray(exit_flops)[exits].mean())
+
+
+def default_budgets(confidences, exit_flops, n=20):
+    """`n` budgets from the cheapest reachable on this data (nearly every sample
+    at the first exit) to 1."""
+    cheapest = _evaluate_q(np.asarray(confidences, dtype=np.float64), exit_flops, 1e-4)[2]
+    low = min(cheapest / exit_flops[-1] * 1.02, 1.0)
+    return list(np.linspace(low, 1.0, n))
+
+
 def calibrate_exits(confidences, correct, exit_flops, budgets, tolerance=0.01):
     """Thresholds for each budget, by the authors' procedure on held-out data.
 
@@ -203,9 +226,7 @@ def calibrate_exits(confidences, correct, exit_flops, budgets, tolerance=0.01):
     full = exit_flops[-1]
 
     def evaluate(q):
-        thresholds = exit_thresholds(confidences, _proportions(q, n_exits))
-        exits = simulate_exits(confidences, thresholds)
-        return thresholds, exits, float(exit_flops[exits].mean())
+        return _evaluate_q(confidences, exit_flops, q)
 
     result = Calibration([], [], [], [])
     for budget in sorted(validate_budget(b) for b in budgets):

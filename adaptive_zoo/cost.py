@@ -54,23 +54,27 @@ def pool_flops(c, h_out, w_out, kernel_size):
 def count_params(model):
     """Parameters used at inference, counted the way the authors count them.
 
-    Trainable weights plus BatchNorm's affine pair (which are trainable
-    weights); BatchNorm's moving statistics, calibration state and random
-    seeds are not parameters. A variable's own `trainable` flag is used, so
-    freezing a model (`model.trainable = False`) does not change its count.
-    Layers that a model lists in `training_only_layers` (auxiliary heads that
-    are dropped after training) are excluded.
+    Every weight except BatchNorm's moving statistics (BatchNorm's affine pair
+    counts) and integer state such as random seeds; freezing a model does not
+    change its count. Layers that a model lists in `training_only_layers`
+    (auxiliary heads dropped after training) are excluded.
     """
+    import keras
+
     excluded = set()
     for layer in getattr(model, "training_only_layers", ()):
-        excluded.update(id(v) for v in layer.variables)
+        excluded.update(id(v) for v in layer.weights)
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            excluded.update(id(v) for v in (layer.moving_mean, layer.moving_variance))
     total = 0
-    for variable in model.variables:
-        if variable.trainable and id(variable) not in excluded:
-            size = 1
-            for dim in variable.shape:
-                size *= int(dim)
-            total += size
+    for variable in model.weights:
+        if id(variable) in excluded or "float" not in str(variable.dtype):
+            continue
+        size = 1
+        for dim in variable.shape:
+            size *= int(dim)
+        total += size
     return total
 
 

@@ -159,17 +159,18 @@ def load_tfds(name, split, data_dir=None, manual_dir=None, batch_size=64, image_
     except ImportError as error:
         raise ImportError("tfds pipelines need: pip install 'adaptive-zoo[data,tensorflow]'") from error
     builder = tfds.builder(_TFDS_NAMES[name], data_dir=data_dir)
-    if not builder.is_prepared():
-        if name == "imagenet" and manual_dir:
-            config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-            builder.download_and_prepare(download_config=config)
-        else:
-            where = data_dir or "the default tfds data_dir (~/tensorflow_datasets)"
-            raise FileNotFoundError(
-                f"{name} is not prepared in {where}. Prepare it where you have internet "
-                f"(tfds.builder('{_TFDS_NAMES[name]}').download_and_prepare()) and pass data_dir=; "
-                "for ImageNet pass manual_dir= with the ILSVRC2012 tar files."
-            )
+    if name == "imagenet" and manual_dir and not builder.is_prepared():
+        config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+        builder.download_and_prepare(download_config=config)
+    try:
+        ds = builder.as_dataset(split=split)
+    except AssertionError as error:  # tfds' "could not find data"
+        where = data_dir or "the default tfds data_dir (~/tensorflow_datasets)"
+        raise FileNotFoundError(
+            f"{name} is not prepared in {where}. Prepare it where you have internet "
+            f"(tfds.builder('{_TFDS_NAMES[name]}').download_and_prepare()) and pass data_dir=; "
+            "for ImageNet pass manual_dir= with the ILSVRC2012 tar files."
+        ) from error
     size = image_size or (224 if name == "imagenet" else None)
 
     def prepare(example):
@@ -178,5 +179,4 @@ def load_tfds(name, split, data_dir=None, manual_dir=None, batch_size=64, image_
             image = tf.image.resize(image, (size, size))
         return image, example[label_key]
 
-    ds = builder.as_dataset(split=split)
     return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)

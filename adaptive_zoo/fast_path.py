@@ -17,13 +17,14 @@ __all__ = ["bucket_size", "compile_inference"]
 
 
 def bucket_size(n):
-    """Smallest size `>= n` of the form `m * 2**e` with `8 <= m < 16` (n > 16).
+    """The padded batch size compiled for `n` samples.
 
-    Sizes up to 16 are exact; above, at most 8 sizes per doubling, each at
-    most 12.5% larger than `n`.
+    Up to 16: the next power of two (few programs for the small remainders,
+    whose compute is negligible). Above: the smallest `m * 2**e >= n` with
+    `8 <= m < 16`, at most 8 sizes per doubling, each at most 12.5% larger.
     """
     if n <= 16:
-        return n
+        return 1 << max(n - 1, 0).bit_length()
     e = n.bit_length() - 4
     m = -(-n // (1 << e))  # ceil
     return m << e

@@ -106,6 +106,7 @@ def load_weights(model, weights, family):
         return
     if path.endswith(".h5"):
         try:
+            _check_h5_fits(model, path)
             model.load_weights(path)
         except Exception as error:
             raise ValueError(
@@ -116,3 +117,25 @@ def load_weights(model, weights, family):
         f"Unrecognized checkpoint {path!r}: expected .weights.h5 (Keras) or .pth/.pth.tar "
         "(the authors' PyTorch checkpoints)."
     )
+
+
+def _check_h5_fits(model, path):
+    """Refuse a Keras weights file whose tensors differ from the model's."""
+    import h5py
+
+    shapes = []
+    with h5py.File(path, "r") as f:
+        if "layers" not in f and "vars" not in f:
+            raise ValueError("not a Keras .weights.h5 file")
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset) and not name.startswith("optimizer"):
+                shapes.append(tuple(obj.shape))
+
+        f.visititems(visit)
+    ours = [tuple(int(d) for d in v.shape) for v in model.weights]
+    if sorted(shapes) != sorted(ours):
+        raise ValueError(
+            f"the file holds {len(shapes)} tensors, the model has {len(ours)}"
+            + ("" if len(shapes) != len(ours) else " of other shapes")
+        )

@@ -36,8 +36,9 @@ def train_digits_msdnet(epochs, seed, verbose=0):
     (x_train, y_train), (x_test, y_test) = data.load_digits()
     (x_fit, y_fit), (x_held, y_held) = data.split_holdout(x_train, y_train, size=300, seed=seed)
     model = adaptive_zoo.MSDNetTiny(num_classes=10, input_shape=x_train.shape[1:])
+    steps = epochs * -(-len(x_fit) // 64)
     model.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
+        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(5e-3, steps)),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -51,7 +52,7 @@ def accuracy(logits, labels):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", default=None, help="skip training: a .weights.h5 of MSDNetTiny")
     parser.add_argument("--save", default=None, help="save the trained weights here (.weights.h5)")

@@ -87,7 +87,7 @@ def test_calibrated_early_exit_equals_the_dense_simulation(tiny):
         )
         np.testing.assert_allclose(keras.ops.convert_to_numpy(cost), exit_flops[chosen], rtol=1e-6)
         # predict() runs the compiled stages and agrees with call().
-        logits_p, cost_p = tiny.predict(x, budget=budget, return_cost=True, batch_size=32)
+        logits_p, cost_p = tiny.predict(x, budget=budget, return_cost=True, batch_size=40)
         np.testing.assert_allclose(logits_p, dense[chosen, np.arange(len(x))], atol=1e-5)
         np.testing.assert_allclose(cost_p, exit_flops[chosen], rtol=1e-6)
     tiny.calibration = None
@@ -186,12 +186,14 @@ def test_fit_trains_every_exit_and_reaches_95_percent_on_digits():
     (x_train, y_train), (x_test, y_test) = data.load_digits()
     model = adaptive_zoo.MSDNetTiny(num_classes=10, input_shape=x_train.shape[1:])
     before = [np.copy(keras.ops.convert_to_numpy(h.dense.kernel)) for h in model.heads]
+    epochs = 10
+    schedule = keras.optimizers.schedules.CosineDecay(5e-3, epochs * -(-len(x_train) // 64))
     model.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
+        optimizer=keras.optimizers.Adam(schedule),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    model.fit(x_train, y_train, epochs=12, batch_size=64, verbose=0)
+    model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0)
     for k, head in enumerate(model.heads):
         assert not np.allclose(before[k], keras.ops.convert_to_numpy(head.dense.kernel)), f"exit {k}"
     all_exits = model.predict_all_exits(x_test)

@@ -10,7 +10,7 @@ import keras
 from keras import ops
 
 from adaptive_zoo import cost
-from adaptive_zoo.layers.conv_bn import ConvBNReLU, batch_norm
+from adaptive_zoo.layers.conv_bn import AuthorsInit, ConvBNReLU, batch_norm
 
 
 def _shape_hwc(shape):
@@ -316,7 +316,7 @@ class MultiScaleDenseExit(keras.layers.Layer):
         self.width = width
         self.conv1 = None
         self.conv2 = None
-        self.dense = keras.layers.Dense(num_classes, name="dense")
+        self.dense = keras.layers.Dense(num_classes, kernel_initializer=AuthorsInit("dense"), name="dense")
 
     @staticmethod
     def _coarsest(x):

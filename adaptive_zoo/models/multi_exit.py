@@ -385,11 +385,7 @@ class MultiExitModel(keras.Model):
         correct = logits.argmax(axis=-1) == labels[None, :]
         exit_flops = self.exit_flops()
         if budgets is None:
-            cheapest = budget_lib.calibrate_exits(
-                confidences, None, exit_flops, [exit_flops[0] / exit_flops[-1] * 1.001],
-                tolerance=1.0,
-            ).mean_flops[0] / exit_flops[-1]
-            budgets = np.linspace(min(cheapest * 1.02, 1.0), 1.0, 20)
+            budgets = budget_lib.default_budgets(confidences, exit_flops)
         self.calibration = budget_lib.calibrate_exits(confidences, correct, exit_flops, budgets)
         return self.calibration
 

@@ -1,0 +1,87 @@
+"""Wall-clock of budgeted inference against the ideal speed-up (multi-exit nets).
+
+For each budget, `model.predict(x, budget=b)` runs real early exit (exited
+samples are not computed further) with thresholds calibrated for `b`. The
+ideal speed-up is `spent FLOPs at budget 1.0 / spent FLOPs at b`, the measured
+one `time at 1.0 / time at b`; their ratio is the efficiency.
+
+    KERAS_BACKEND=jax python examples/benchmark.py
+    KERAS_BACKEND=torch python examples/benchmark.py --model cifar_anytime --repeats 10
+
+The model has random weights and the images are random: only the time per
+FLOP matters here, and the calibration sets how many samples leave where.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import adaptive_zoo  # noqa: E402
+
+MODELS = {
+    "cifar_anytime": lambda: adaptive_zoo.MSDNetCIFARAnytime(num_classes=100),
+    "cifar_budgeted": lambda: adaptive_zoo.MSDNetCIFARBudgeted(num_classes=100),
+    "tiny": lambda: adaptive_zoo.MSDNetTiny(),
+}
+
+
+def time_predict(model, x, budget, repeats):
+    """Median seconds of one `predict` call (after a warm-up that compiles)."""
+    model.predict(x, budget=budget, batch_size=len(x))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.predict(x, budget=budget, batch_size=len(x))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="cifar_anytime", choices=sorted(MODELS))
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--calibration-size", type=int, default=2000)
+    parser.add_argument("--budgets", default="1.0,0.75,0.5,0.25")
+    args = parser.parse_args(argv)
+
+    keras.utils.set_random_seed(0)
+    model = MODELS[args.model]()
+    rng = np.random.default_rng(0)
+    shape = model.image_shape
+    budgets = [float(b) for b in args.budgets.split(",")]
+    held_out = rng.normal(size=(args.calibration_size,) + shape).astype("float32")
+    labels = rng.integers(0, model.num_classes, args.calibration_size)
+    model.calibrate((held_out, labels), budgets=budgets)
+    x = rng.normal(size=(args.batch,) + shape).astype("float32")
+
+    rows = []
+    for b in budgets:
+        _, cost = model.predict(x, budget=b, return_cost=True, batch_size=len(x))
+        rows.append((b, float(np.mean(cost)), time_predict(model, x, b, args.repeats)))
+    base_flops, base_time = rows[0][1], rows[0][2]
+    model.predict(x, batch_size=len(x), verbose=0)
+    start = time.perf_counter()
+    for _ in range(args.repeats):
+        model.predict(x, batch_size=len(x), verbose=0)
+    full_time = (time.perf_counter() - start) / args.repeats
+
+    print(f"backend {keras.backend.backend()}, {args.model}, batch {args.batch}, "
+          f"median of {args.repeats}; keras predict (last exit, no budget): {full_time * 1e3:.1f} ms")
+    print("| budget | MFLOPs/image spent | ms/batch | speed-up | ideal | efficiency |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for b, flops, seconds in rows:
+        speedup, ideal = base_time / seconds, base_flops / flops
+        print(f"| {b:.2f} | {flops / 1e6:.2f} | {seconds * 1e3:.1f} | {speedup:.2f} | "
+              f"{ideal:.2f} | {speedup / ideal:.2f} |")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The budget module: validation, the authors' threshold procedure, calibration."""
+
+import math
+
+import numpy as np
+import pytest
+
+from adaptive_zoo import budget
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.0001, math.nan, math.inf, None, "x"])
+def test_invalid_budgets_are_refused(value):
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        budget.validate_budget(value)
+
+
+def test_anytime_exit_is_the_deepest_that_fits():
+    flops = [10, 20, 40, 100]
+    assert budget.anytime_exit(flops, 1.0) == 3
+    assert budget.anytime_exit(flops, 0.4) == 2
+    assert budget.anytime_exit(flops, 0.39) == 1
+    assert budget.anytime_exit(flops, 0.05) == 0  # nothing fits: the cheapest exit
+
+
+def test_thresholds_follow_the_authors_walk():
+    # 3 exits, 4 samples; quota floor(4 * 0.5) = 2 at exit 0, floor(4 * 0.25) = 1 at exit 1.
+    conf = np.array([[0.9, 0.8, 0.7, 0.1], [0.95, 0.2, 0.6, 0.5], [0, 0, 0, 0]])
+    t = budget.exit_thresholds(conf, [0.5, 0.25, 0.25])
+    # The 2 most confident at exit 0 (0.9, 0.8) leave: midway to the next (0.7).
+    assert t[0] == pytest.approx(0.75)
+    # Samples 0 and 1 left; among the rest (2, 3) the most confident at exit 1 (0.6) leaves.
+    assert t[1] == pytest.approx(0.55) and t[2] == -np.inf
+    np.testing.assert_array_equal(budget.simulate_exits(conf, t), [0, 0, 1, 2])
+
+
+def test_calibration_meets_each_budget_within_5_percent():
+    rng = np.random.default_rng(0)
+    conf = np.sort(rng.random((5, 500)), axis=0)  # later exits more confident
+    correct = rng.random((5, 500)) < np.linspace(0.5, 0.9, 5)[:, None]
+    flops = [10.0, 20.0, 30.0, 40.0, 50.0]
+    cal = budget.calibrate_exits(conf, correct, flops, [0.4, 0.6, 0.8, 1.0])
+    for b, spent in zip(cal.budgets, cal.mean_flops):
+        assert abs(spent / 50.0 - b) <= 0.05 * b
+    assert cal.budget_range == (0.4, 1.0)
+
+
+def test_calibration_refuses_unreachable_budgets_and_tiny_sets():
+    conf = np.random.default_rng(0).random((3, 50))
+    with pytest.raises(ValueError, match="cheapest"):
+        budget.calibrate_exits(conf, None, [50.0, 80.0, 100.0], [0.2])
+    with pytest.raises(ValueError, match="fewer than"):
+        budget.calibrate_exits(conf[:, :2], None, [50.0, 80.0, 100.0], [0.8])
+
+
+def test_thresholds_outside_the_calibrated_range_state_the_range():
+    cal = budget.Calibration([0.5, 1.0], [[0.9, -np.inf], [np.inf, -np.inf]], [5, 10], [0.8, 0.9])
+    with pytest.raises(ValueError, match=r"\[0.5000, 1.0000\]"):
+        cal.thresholds_for(0.3)
+    assert cal.thresholds_for(0.5)[0] == 0.9
+    restored = budget.Calibration.from_config(cal.to_config())
+    assert restored.thresholds_for(1.0)[0] == np.inf
+
+
+def test_default_budgets_are_all_reachable():
+    rng = np.random.default_rng(1)
+    conf = np.sort(rng.random((4, 300)), axis=0)
+    flops = [53.0, 70.0, 90.0, 100.0]  # a first exit at 53% of the full cost
+    grid = budget.default_budgets(conf, flops)
+    assert len(grid) == 20 and grid[-1] == 1.0 and grid[0] >= 0.53
+    cal = budget.calibrate_exits(conf, None, flops, grid)
+    assert len(cal.budgets) == 20

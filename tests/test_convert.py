@@ -1,0 +1,102 @@
+"""The authors' checkpoints -> our models: flags and tensors checked by name."""
+
+import copy
+
+import numpy as np
+import pytest
+
+import adaptive_zoo
+from adaptive_zoo import convert
+from adaptive_zoo.convert import msdnet as msdnet_convert
+
+TINY_FLAGS = {
+    "data": "cifar10", "nBlocks": 2, "stepmode": "even", "step": 1, "base": 1, "nChannels": 4,
+    "growthRate": 2, "grFactor": "1-2", "bnFactor": "1-2", "bottleneck": True, "reduction": 0.5,
+    "prune": "max",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_state():
+    model = convert.from_authors("msdnet", TINY_FLAGS)
+    entries = msdnet_convert.entries(model)
+    rng = np.random.default_rng(0)
+    state = {}
+    for name, (variable, transform) in entries.items():
+        shape = tuple(variable.shape)
+        if transform is not None and len(shape) == 4:  # HWIO -> OIHW
+            shape = (shape[3], shape[2], shape[0], shape[1])
+        elif transform is not None:
+            shape = shape[::-1]
+        value = rng.random(shape).astype("float32")
+        if name.endswith("running_var"):
+            value += 0.5
+        state[name] = value
+        if name.endswith("running_var"):
+            state[name.replace("running_var", "num_batches_tracked")] = np.array(3)
+    return model, state
+
+
+def test_flags_translate_to_the_published_configuration():
+    kwargs = msdnet_convert.model_kwargs({**TINY_FLAGS, "data": "ImageNet"})
+    assert kwargs["imagenet_stem"] and kwargs["head_width"] is None and kwargs["num_classes"] == 1000
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"nBlock": 3}, "Unknown MSDNet flags \\['nBlock'\\]"),
+        ({"bnFactor": "1-2-4"}, "one entry per scale"),
+        ({"stepmode": "odd"}, "step_mode"),
+        ({"data": "mnist"}, "data must be"),
+        ({"nScales": 3}, "nScales=3 disagrees"),
+    ],
+)
+def test_unknown_or_inconsistent_flags_are_named(change, message):
+    with pytest.raises(ValueError, match=message):
+        convert.from_authors("msdnet", {**TINY_FLAGS, **change})
+
+
+def test_unknown_kind_is_refused():
+    with pytest.raises(ValueError, match="Unknown kind"):
+        convert.from_authors("resnet", TINY_FLAGS)
+
+
+def test_a_complete_state_dict_loads(tiny_state):
+    _, state = tiny_state
+    model = convert.from_authors("msdnet", TINY_FLAGS, state)
+    name = "classifier.1.linear.weight"
+    np.testing.assert_allclose(np.asarray(model.heads[1].dense.kernel), state[name].T)
+
+
+def test_missing_extra_and_misshaped_tensors_are_named(tiny_state):
+    _, state = tiny_state
+    broken = copy.copy(state)
+    del broken["classifier.0.linear.bias"]
+    broken["classifier.9.linear.weight"] = np.zeros((1, 1), "float32")
+    broken["blocks.0.0.layers.0.net.0.weight"] = np.zeros((5, 3, 3, 3), "float32")
+    with pytest.raises(ValueError) as info:
+        convert.from_authors("msdnet", TINY_FLAGS, broken)
+    text = str(info.value)
+    assert "missing (1): classifier.0.linear.bias" in text
+    assert "unexpected (1): classifier.9.linear.weight" in text
+    assert "blocks.0.0.layers.0.net.0.weight: (5, 3, 3, 3)" in text
+
+
+def test_the_authors_checkpoint_file_format_loads(tiny_state, tmp_path):
+    torch = pytest.importorskip("torch")
+    _, state = tiny_state
+    wrapped = {
+        "epoch": 300,
+        "state_dict": {"module." + k: torch.from_numpy(np.asarray(v)) for k, v in state.items()},
+    }
+    path = tmp_path / "msdnet-tiny.pth.tar"
+    torch.save(wrapped, str(path))
+    model = adaptive_zoo.MSDNet(**msdnet_convert.model_kwargs(TINY_FLAGS), weights=str(path))
+    np.testing.assert_allclose(
+        np.asarray(model.heads[0].dense.bias), state["classifier.0.linear.bias"], atol=0
+    )
+    bad = tmp_path / "garbage.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+        adaptive_zoo.MSDNet(**msdnet_convert.model_kwargs(TINY_FLAGS), weights=str(bad))

@@ -1,0 +1,43 @@
+"""Data loaders: embedded data works offline, missing data is a clear error."""
+
+import numpy as np
+import pytest
+
+from adaptive_zoo import data
+
+
+def test_digits_are_split_stratified_and_scaled():
+    (x_train, y_train), (x_test, y_test) = data.load_digits(image_size=16)
+    assert x_train.shape[1:] == (16, 16, 1) and x_train.dtype == np.float32
+    assert len(x_train) + len(x_test) == 1797
+    assert 0.0 <= x_train.min() and x_train.max() <= 1.0
+    assert set(np.unique(y_test)) == set(range(10))
+
+
+def test_holdout_split():
+    x, y = np.arange(20)[:, None], np.arange(20)
+    (xr, yr), (xh, yh) = data.split_holdout(x, y, 5)
+    assert len(xh) == 5 and len(xr) == 15 and not set(yh) & set(yr)
+    with pytest.raises(ValueError, match="Hold-out size"):
+        data.split_holdout(x, y, 20)
+
+
+def test_missing_fashion_mnist_names_the_package(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
+        data.load_fashion_mnist(directory=str(tmp_path))
+
+
+def test_unprepared_tfds_dataset_is_a_clear_error(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    with pytest.raises(FileNotFoundError, match="not prepared"):
+        data.load_tfds("cifar10", "test", data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="Unknown dataset"):
+        data.load_tfds("svhn", "test")
+
+
+def test_tfds_pipeline_yields_images_and_labels():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=10):
+        images, labels = next(iter(data.load_tfds("cifar10", "train", batch_size=4)))
+    assert tuple(images.shape) == (4, 32, 32, 3) and tuple(labels.shape) == (4,)
+    assert float(np.max(images)) <= 1.0

@@ -1,0 +1,63 @@
+"""The checkpoint registry: names, paths, hashes."""
+
+import hashlib
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import adaptive_zoo
+from adaptive_zoo import weights
+
+
+def test_unknown_name_lists_what_is_available():
+    with pytest.raises(ValueError, match="Unknown weights 'cifar1000'"):
+        adaptive_zoo.MSDNetTiny(weights="cifar1000")
+
+
+def test_known_name_without_a_published_file_says_how_to_get_it():
+    with pytest.raises(ValueError, match="No checkpoint is published under 'imagenet'.*kalviny"):
+        adaptive_zoo.MSDNetTiny(weights="imagenet")
+
+
+def test_missing_path_is_named(tmp_path):
+    with pytest.raises(ValueError, match="No checkpoint file"):
+        adaptive_zoo.MSDNetTiny(weights=str(tmp_path / "nothing.weights.h5"))
+
+
+def test_keras_weights_round_trip_and_mismatch(tmp_path):
+    model = adaptive_zoo.MSDNetTiny()
+    path = str(tmp_path / "tiny.weights.h5")
+    model.save_weights(path)
+    loaded = adaptive_zoo.MSDNetTiny(weights=path)
+    x = np.random.default_rng(0).random((2, 16, 16, 1), dtype=np.float32)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="do not fit"):
+        adaptive_zoo.MSDNetTiny(n_blocks=3, weights=path)
+
+
+def test_registered_download_is_verified_and_a_bad_file_is_not_kept(tmp_path, monkeypatch):
+    source = tmp_path / "published.weights.h5"
+    model = adaptive_zoo.MSDNetTiny()
+    model.save_weights(str(source))
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setitem(
+        weights.REGISTRY, "test-good",
+        {"families": {"msdnet": {"url": source.as_uri(), "sha256": digest, "how": ""}}},
+    )
+    assert "test-good" in weights.available("msdnet")
+    path = weights.resolve("test-good", "msdnet")
+    assert os.path.exists(path)
+    adaptive_zoo.MSDNetTiny(weights="test-good")
+    os.remove(path)
+    monkeypatch.setitem(
+        weights.REGISTRY, "test-bad",
+        {"families": {"msdnet": {"url": source.as_uri(), "sha256": "0" * 64, "how": ""}}},
+    )
+    with pytest.raises(ValueError, match="verified"):
+        weights.resolve("test-bad", "msdnet")
+    assert not os.path.exists(path)
