@@ -9,6 +9,10 @@ from adaptive_zoo.models import (
     MSDNetCIFARBudgeted,
     MSDNetImageNet,
     MultiExitModel,
+    RANet,
+    RANetCIFARAnytime,
+    RANetCIFARBudgeted,
+    RANetImageNet,
 )
 
 __version__ = "0.1.0"
