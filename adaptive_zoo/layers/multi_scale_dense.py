@@ -7,6 +7,7 @@ the dense layer and the transition are the building blocks beside it.
 """
 
 import math
+import numbers
 
 import keras
 import numpy as np
@@ -611,7 +612,12 @@ class RANetBlock(_RANetBlockBase):
 
     @staticmethod
     def _input(inputs):
-        return inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        """The block's input (or its shape) from `x`, `[x]`, a shape or `[shape]`."""
+        if isinstance(inputs, (list, tuple)) and inputs and not isinstance(
+            inputs[0], (numbers.Integral, type(None))
+        ):
+            return inputs[0]
+        return inputs
 
     def build(self, input_shape):
         n, h, w, c = self._input(input_shape)
