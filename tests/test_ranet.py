@@ -260,7 +260,7 @@ def test_early_exit_matches_dense_pick(tiny):
     lo, hi = tiny.calibration.budget_range
     tiny._stage = spy
     try:
-        for budget in np.linspace(lo, hi, 5):
+        for budget in np.linspace(lo, hi, 3):
             seen_stages.clear()
             logits, cost = tiny(images, budget=float(budget), return_cost=True)
             cost = _numpy(cost)
@@ -284,6 +284,21 @@ def test_early_exit_matches_dense_pick(tiny):
     finally:
         del tiny._stage
     assert len(used) > 1
+
+
+def test_compiled_predict_matches_call(tiny):
+    rng = np.random.default_rng(6)
+    images = rng.normal(size=(20, 16, 16, 3)).astype("float32")
+    tiny.calibrate((images, rng.integers(0, 5, size=20)), budgets=[0.7, 0.85, 1.0])
+    # Fresh images: no sample sits exactly on a threshold, where float
+    # rounding of the two paths could legitimately differ.
+    images = rng.normal(size=(20, 16, 16, 3)).astype("float32")
+    for budget in (0.7, 0.85):
+        logits, cost = tiny(images, budget=budget, return_cost=True)
+        fast_logits, fast_cost = tiny.predict(images, budget=budget, return_cost=True,
+                                              batch_size=8)
+        np.testing.assert_allclose(fast_logits, _numpy(logits), rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(fast_cost, _numpy(cost))
 
 
 def test_anytime_budget_and_cost(tiny):

@@ -138,7 +138,8 @@ class RANet(MultiExitModel):
     ```python
     model = RANet(n_blocks=1, block_step=1, step=1, scale_list=(1, 2),
                   n_channels=4, growth_rate=4, gr_factor=(2, 1), bn_factor=(2, 1),
-                  head_width=16, num_classes=10, input_shape=(16, 16, 3))
+                  imagenet_stem=False, head_width=16, num_classes=10,
+                  input_shape=(16, 16, 3))
     logits = model(images)                            # last exit
     logits, flops = model(images, budget=0.5, return_cost=True)
     ```
