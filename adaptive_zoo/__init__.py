@@ -10,6 +10,10 @@ from adaptive_zoo.models import (
     MSDNetImageNet,
     MSDNetTiny,
     MultiExitModel,
+    RANet,
+    RANetCIFARAnytime,
+    RANetCIFARBudgeted,
+    RANetImageNet,
 )
 
 __version__ = "0.1.0"

@@ -34,6 +34,16 @@ REGISTRY = {
                     "MSDNetImageNet(step=4, weights='/path/msdnet-step=4-block=5.pth.tar')."
                 ),
             },
+            "ranet": {
+                "url": None,
+                "sha256": None,
+                "how": (
+                    "No RANet checkpoint is registered. The RANet authors' repository "
+                    "yangle15/RANet-pytorch is where to look for their trained models; with a "
+                    "checkpoint of theirs, pass its path (RANetImageNet(weights='/path/model.pth.tar')), "
+                    "or convert it with adaptive_zoo.convert.from_authors('ranet', flags, path)."
+                ),
+            },
         },
     },
 }

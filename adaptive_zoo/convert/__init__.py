@@ -16,6 +16,7 @@ __all__ = ["KINDS", "from_authors", "load_authors_checkpoint", "load_state_dict"
 # kind -> (converter module, model class path)
 KINDS = {
     "msdnet": ("adaptive_zoo.convert.msdnet", "adaptive_zoo.models.msdnet:MSDNet"),
+    "ranet": ("adaptive_zoo.convert.ranet", "adaptive_zoo.models.ranet:RANet"),
 }
 
 
@@ -74,7 +75,7 @@ def from_authors(kind, config, state_dict=None):
     """Our Keras model for the authors' configuration, carrying their weights.
 
     Args:
-        kind: `"msdnet"`.
+        kind: `"msdnet"` or `"ranet"`.
         config: the authors' arguments as a dict (names as in their
             `args.py`, e.g. `{"data": "cifar100", "nBlocks": 7, ...}`).
         state_dict: `None` (random initialization), a mapping of their tensor

@@ -7,4 +7,8 @@ from adaptive_zoo.layers.multi_scale_dense import (
     MSDStem,
     MSDTransition,
     MultiScaleDenseExit,
+    RANetBlock,
+    RANetFusionBlock,
+    RANetStem,
+    resize_bilinear_aligned,
 )

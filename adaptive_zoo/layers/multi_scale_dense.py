@@ -6,7 +6,11 @@ Features live on several scales at once, finest first: a list of tensors
 the dense layer and the transition are the building blocks beside it.
 """
 
+import math
+import numbers
+
 import keras
+import numpy as np
 from keras import ops
 
 from adaptive_zoo import cost
@@ -358,11 +362,454 @@ class MultiScaleDenseExit(keras.layers.Layer):
         return config
 
 
+
+# ---------------------------------------------------------------------- #
+# RANet (Yang et al., CVPR 2020): sub-networks at one resolution each, fused
+# from coarse to fine. They reuse MSDConv (the authors' ConvBN) and the exit.
+# ---------------------------------------------------------------------- #
+
+
+def aligned_interpolation_matrix(size_in, size_out):
+    """Weights of 1-D linear interpolation with corner alignment.
+
+    Output position `i` samples the input at `i * (size_in - 1) / (size_out - 1)`
+    (0 when `size_out == 1`), mixing its two neighbours linearly: the rule
+    of PyTorch's `interpolate(..., mode="bilinear", align_corners=True)`
+    along one axis.
+
+    Args:
+        size_in: input length.
+        size_out: output length.
+
+    Returns:
+        A float32 NumPy array `(size_out, size_in)` whose rows sum to 1.
+
+    Example:
+    ```python
+    aligned_interpolation_matrix(2, 3)
+    # [[1, 0], [0.5, 0.5], [0, 1]]
+    ```
+    """
+    size_in, size_out = int(size_in), int(size_out)
+    if size_in < 1 or size_out < 1:
+        raise ValueError(f"Sizes must be positive, got {size_in} -> {size_out}.")
+    scale = (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
+    source = np.arange(size_out, dtype=np.float64) * scale
+    low = np.minimum(np.floor(source).astype(np.int64), size_in - 1)
+    high = np.minimum(low + 1, size_in - 1)
+    frac = source - low
+    matrix = np.zeros((size_out, size_in), dtype=np.float64)
+    rows = np.arange(size_out)
+    np.add.at(matrix, (rows, low), 1.0 - frac)
+    np.add.at(matrix, (rows, high), frac)
+    return matrix.astype("float32")
+
+
+def resize_bilinear_aligned(images, size):
+    """Bilinear resizing with corner alignment, channels last.
+
+    Computes what PyTorch's `F.interpolate(x, size, mode="bilinear",
+    align_corners=True)` computes, for NHWC tensors, with `keras.ops` only:
+    one interpolation matrix per spatial axis, applied by `einsum`. A size
+    that does not change is returned as is (the interpolation is the
+    identity there). Resizing counts zero FLOPs in the zoo's convention.
+
+    Args:
+        images: tensor `(batch, H, W, C)` with static `H` and `W`.
+        size: `(H_out, W_out)`.
+
+    Returns:
+        Tensor `(batch, H_out, W_out, C)`.
+
+    Example:
+    ```python
+    x = keras.ops.ones((2, 8, 8, 16))
+    y = resize_bilinear_aligned(x, (16, 16))  # (2, 16, 16, 16)
+    ```
+    """
+    h_in, w_in = int(images.shape[1]), int(images.shape[2])
+    h_out, w_out = int(size[0]), int(size[1])
+    x = images
+    if h_out != h_in:
+        rows = ops.convert_to_tensor(aligned_interpolation_matrix(h_in, h_out), dtype=x.dtype)
+        x = ops.einsum("oh,bhwc->bowc", rows, x)
+    if w_out != w_in:
+        cols = ops.convert_to_tensor(aligned_interpolation_matrix(w_in, w_out), dtype=x.dtype)
+        x = ops.einsum("pw,bhwc->bhpc", cols, x)
+    return x
+
+
+def _positive(value, what):
+    value = int(value)
+    if value < 1:
+        raise ValueError(f"{what} must be at least 1 channel, got {value}.")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="adaptive_zoo")
+class RANetStem(keras.layers.Layer):
+    """RANet's base features: one feature map per sub-network.
+
+    Built from the highest resolution down: the first convolution sees the
+    image (CIFAR: 3x3 conv-BN-ReLU; ImageNet: 7x7 stride-2 conv with bias,
+    BN, ReLU, 3x3 stride-2 max-pool); each further one is a 3x3 conv-BN-ReLU
+    of the previous feature, with stride 2 only where the sub-network's scale
+    index changes.
+
+    Args:
+        channels: output channels per sub-network, lowest resolution first
+            (`n_channels * gr_factor[i]`).
+        scale_list: scale index per sub-network, lowest resolution first
+            (e.g. `(1, 2, 3, 3)`).
+        imagenet_stem: use the ImageNet first convolution.
+        **kwargs: base layer arguments.
+
+    Returns:
+        A list of tensors, lowest resolution first (the order of the
+        sub-networks).
+
+    Example:
+    ```python
+    stem = RANetStem([64, 32, 16, 16], [1, 2, 3, 3])
+    feats = stem(keras.ops.ones((2, 32, 32, 3)))  # 8x8x64, 16x16x32, 32x32x16, 32x32x16
+    ```
+    """
+
+    def __init__(self, channels, scale_list, imagenet_stem=False, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = [int(c) for c in channels]
+        self.scale_list = [int(s) for s in scale_list]
+        if len(self.channels) != len(self.scale_list):
+            raise ValueError(
+                f"channels {self.channels} and scale_list {self.scale_list} need one entry "
+                "per sub-network."
+            )
+        self.imagenet_stem = bool(imagenet_stem)
+        # The convolutions in execution order: highest resolution first.
+        channels_hr, scales_hr = self.channels[::-1], self.scale_list[::-1]
+        self.convs = []
+        for i, c in enumerate(channels_hr):
+            if i == 0 and self.imagenet_stem:
+                conv = ConvBNReLU(c, 7, strides=2, use_bias=True, name="conv_0")
+            elif i == 0:
+                conv = ConvBNReLU(c, 3, strides=1, name="conv_0")
+            else:
+                strides = 1 if scales_hr[i] == scales_hr[i - 1] else 2
+                conv = ConvBNReLU(c, 3, strides=strides, name=f"conv_{i}")
+            self.convs.append(conv)
+
+    def _shapes(self, input_shape):
+        """Output shapes in execution order (highest resolution first)."""
+        shapes, shape = [], tuple(input_shape)
+        for i, conv in enumerate(self.convs):
+            shape = conv.compute_output_shape(shape)
+            if i == 0 and self.imagenet_stem:
+                shape = MSDStem._pool_shape(shape)
+            shapes.append(shape)
+        return shapes
+
+    def build(self, input_shape):
+        shapes = [tuple(input_shape)] + self._shapes(input_shape)
+        for conv, shape in zip(self.convs, shapes):
+            conv.build(shape)
+
+    def call(self, inputs, training=None):
+        outputs, x = [], inputs
+        for i, conv in enumerate(self.convs):
+            x = conv(x, training=training)
+            if i == 0 and self.imagenet_stem:
+                # After the ReLU, zero padding equals PyTorch's -inf padding.
+                x = ops.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+                x = ops.max_pool(x, 3, strides=2, padding="valid")
+            outputs.append(x)
+        return outputs[::-1]
+
+    def compute_output_shape(self, input_shape):
+        return self._shapes(input_shape)[::-1]
+
+    def flops(self, input_shape):
+        """Multiply-adds for one image; `input_shape` ends with `(H, W, C)`."""
+        shape = (None,) + _shape_hwc(input_shape)
+        total = 0
+        for i, conv in enumerate(self.convs):
+            total += conv.flops(shape[1:])
+            shape = conv.compute_output_shape(shape)
+            if i == 0 and self.imagenet_stem:
+                shape = MSDStem._pool_shape(shape)
+                total += cost.pool_flops(shape[3], shape[1], shape[2], 3)
+        return total
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            channels=self.channels, scale_list=self.scale_list, imagenet_stem=self.imagenet_stem
+        )
+        return config
+
+
+class _RANetBlockBase(keras.layers.Layer):
+    """Shared parts of RANet's blocks: the optional 1x1 transition."""
+
+    def _make_transition(self, transition, reduction):
+        self.transition = bool(transition)
+        self.reduction = float(reduction)
+        self.trans = None
+
+    def _build_transition(self, channels):
+        if self.transition:
+            out = _positive(math.floor(self.reduction * channels), "The transition")
+            self.trans = ConvBNReLU(out, 1, name="trans")
+
+    def _transition_channels(self, channels):
+        return math.floor(self.reduction * channels) if self.transition else channels
+
+    def _transition_flops(self, h, w, channels):
+        if not self.transition:
+            return 0
+        return cost.conv_flops(channels, self._transition_channels(channels), 1, h, w) + \
+            cost.relu_flops(h, w, self._transition_channels(channels))
+
+
+@keras.saving.register_keras_serializable(package="adaptive_zoo")
+class RANetBlock(_RANetBlockBase):
+    """A dense block of one RANet sub-network (no fusion).
+
+    Each of `num_layers` layers appends `growth_rate` channels computed by a
+    bottleneck ConvBN (`MSDConv`) from everything before it; an optional 1x1
+    conv-BN-ReLU transition then keeps `floor(reduction * C)` channels.
+
+    Args:
+        num_layers: dense layers in the block.
+        growth_rate: channels each layer adds.
+        bn_factor: bottleneck width factor of the layers.
+        transition: end with a transition.
+        reduction: the transition's compression.
+        **kwargs: base layer arguments.
+
+    Returns:
+        A flat list `[block_output, f_0, ..., f_n]`: the block's output (after
+        the transition) and the features before each layer and after the last
+        (`f_0` is the input), which the next sub-network's fusion block reads.
+
+    Example:
+    ```python
+    block = RANetBlock(num_layers=2, growth_rate=6, bn_factor=4)
+    out, *features = block(keras.ops.ones((2, 8, 8, 16)))  # out: (2, 8, 8, 28)
+    ```
+    """
+
+    def __init__(self, num_layers, growth_rate, bn_factor, transition=False, reduction=0.5,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.num_layers = _positive(num_layers, "num_layers")
+        self.growth_rate = _positive(growth_rate, "growth_rate")
+        self.bn_factor = int(bn_factor)
+        self._make_transition(transition, reduction)
+        self.convs = [
+            MSDConv(self.growth_rate, self.bn_factor, 1, name=f"layer_{i}")
+            for i in range(self.num_layers)
+        ]
+
+    @staticmethod
+    def _input(inputs):
+        """The block's input (or its shape) from `x`, `[x]`, a shape or `[shape]`."""
+        if isinstance(inputs, (list, tuple)) and inputs and not isinstance(
+            inputs[0], (numbers.Integral, type(None))
+        ):
+            return inputs[0]
+        return inputs
+
+    def build(self, input_shape):
+        n, h, w, c = self._input(input_shape)
+        for i, conv in enumerate(self.convs):
+            conv.build((n, h, w, c + i * self.growth_rate))
+        self._build_transition(c + self.num_layers * self.growth_rate)
+        if self.trans is not None:
+            self.trans.build((n, h, w, c + self.num_layers * self.growth_rate))
+
+    def call(self, inputs, training=None):
+        x = self._input(inputs)
+        features = [x]
+        for conv in self.convs:
+            x = ops.concatenate([x, conv(x, training=training)], axis=-1)
+            features.append(x)
+        if self.trans is not None:
+            x = self.trans(x, training=training)
+        return [x] + features
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = self._input(input_shape)
+        features = [(n, h, w, c + i * self.growth_rate) for i in range(self.num_layers + 1)]
+        out = (n, h, w, self._transition_channels(features[-1][3]))
+        return [out] + features
+
+    def flops(self, input_shape):
+        """Multiply-adds for one image."""
+        h, w, c = _shape_hwc(self._input(input_shape))
+        total = sum(conv.flops((h, w, c + i * self.growth_rate)) for i, conv in enumerate(self.convs))
+        return total + self._transition_flops(h, w, c + self.num_layers * self.growth_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_layers=self.num_layers, growth_rate=self.growth_rate, bn_factor=self.bn_factor,
+            transition=self.transition, reduction=self.reduction,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="adaptive_zoo")
+class RANetFusionBlock(_RANetBlockBase):
+    """A fusion block: a RANet block that also reads the lower-resolution
+    sub-network's features.
+
+    Layer `i` reads its own input `x` and feature `f_i` of the matching block
+    of the lower-resolution sub-network; it appends `floor(growth_rate *
+    compress_factor)` channels computed from `f_i` (a bottleneck ConvBN, then
+    resized up with corner-aligned bilinear interpolation) and the remaining
+    channels from `x` (a bottleneck ConvBN), as `[x, up, new]`. With `down`,
+    the last layer's ConvBN on `x` has stride 2 and `x` and `up` are resized
+    to its output. At the end, a 1x1 conv-BN-ReLU of the lower sub-network's
+    last feature adds `floor(C * compress_factor)` channels (resized), and an
+    optional transition follows.
+
+    Args:
+        num_layers: layers in the block (the lower block has as many).
+        growth_rate: channels each layer adds.
+        bn_factor: bottleneck factor of the ConvBNs on this sub-network.
+        low_bn_factor: bottleneck factor of the ConvBNs on the lower one.
+        compress_factor: share of the new channels taken from the lower
+            sub-network (0.25 in the paper).
+        down: the block halves the resolution.
+        transition: end with a transition.
+        reduction: the transition's compression.
+        **kwargs: base layer arguments.
+
+    Returns:
+        Called on the flat list `[x, f_0, ..., f_n]` (`f_*` from the lower
+        sub-network's block), a flat list `[block_output, g_0, ..., g_n]`
+        like `RANetBlock`.
+
+    Example:
+    ```python
+    low = RANetBlock(2, growth_rate=24, bn_factor=4)(keras.ops.ones((2, 8, 8, 64)))
+    block = RANetFusionBlock(2, growth_rate=12, bn_factor=2, low_bn_factor=4,
+                             compress_factor=0.25)
+    out, *features = block([keras.ops.ones((2, 16, 16, 32))] + low[1:])
+    ```
+    """
+
+    def __init__(self, num_layers, growth_rate, bn_factor, low_bn_factor, compress_factor=0.25,
+                 down=False, transition=False, reduction=0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.num_layers = _positive(num_layers, "num_layers")
+        self.growth_rate = _positive(growth_rate, "growth_rate")
+        self.bn_factor = int(bn_factor)
+        self.low_bn_factor = int(low_bn_factor)
+        self.compress_factor = float(compress_factor)
+        self.down = bool(down)
+        self._make_transition(transition, reduction)
+        up = _positive(math.floor(self.growth_rate * self.compress_factor),
+                       "The lower-resolution share of a fusion layer")
+        own = _positive(self.growth_rate - up, "The own share of a fusion layer")
+        self.up_convs, self.own_convs = [], []
+        for i in range(self.num_layers):
+            strides = 2 if (self.down and i == self.num_layers - 1) else 1
+            self.up_convs.append(MSDConv(up, self.low_bn_factor, 1, name=f"layer_{i}_up"))
+            self.own_convs.append(MSDConv(own, self.bn_factor, strides, name=f"layer_{i}_normal"))
+        self.last = None
+
+    def _split(self, inputs):
+        if len(inputs) != self.num_layers + 2:
+            raise ValueError(
+                f"{self.name} takes [x] plus the {self.num_layers + 1} features of the lower "
+                f"sub-network's block; got {len(inputs)} inputs."
+            )
+        return inputs[0], list(inputs[1:])
+
+    def _layer_shapes(self, input_shape):
+        """Input shape of each layer, and the block's dense output shape."""
+        x, _ = self._split(input_shape)
+        n, h, w, c = x
+        shapes = []
+        for conv in self.own_convs:
+            shapes.append((n, h, w, c))
+            h, w = conv.conv.output_size(h), conv.conv.output_size(w)
+            c += self.growth_rate
+        return shapes, (n, h, w, c)
+
+    def _last_channels(self, channels):
+        return _positive(math.floor(channels * self.compress_factor),
+                         "The fused share at the end of a fusion block")
+
+    def build(self, input_shape):
+        _, low = self._split(input_shape)
+        shapes, (n, h, w, c) = self._layer_shapes(input_shape)
+        for shape, low_shape, up_conv, own_conv in zip(shapes, low, self.up_convs, self.own_convs):
+            up_conv.build(tuple(low_shape))
+            own_conv.build(shape)
+        self.last = ConvBNReLU(self._last_channels(c), 1, name="last")
+        self.last.build(tuple(low[-1]))
+        fused = c + self._last_channels(c)
+        self._build_transition(fused)
+        if self.trans is not None:
+            self.trans.build((n, h, w, fused))
+
+    def call(self, inputs, training=None):
+        x, low = self._split(inputs)
+        features = [x]
+        for low_x, up_conv, own_conv in zip(low, self.up_convs, self.own_convs):
+            new = own_conv(x, training=training)
+            size = (new.shape[1], new.shape[2])
+            up = resize_bilinear_aligned(up_conv(low_x, training=training), size)
+            x = ops.concatenate([resize_bilinear_aligned(x, size), up, new], axis=-1)
+            features.append(x)
+        size = (x.shape[1], x.shape[2])
+        extra = resize_bilinear_aligned(self.last(low[-1], training=training), size)
+        x = ops.concatenate([x, extra], axis=-1)
+        if self.trans is not None:
+            x = self.trans(x, training=training)
+        return [x] + features
+
+    def compute_output_shape(self, input_shape):
+        shapes, last = self._layer_shapes(input_shape)
+        features = [tuple(s) for s in shapes] + [last]
+        n, h, w, c = last
+        out = (n, h, w, self._transition_channels(c + self._last_channels(c)))
+        return [out] + features
+
+    def flops(self, input_shape):
+        """Multiply-adds for one image (resizing is free)."""
+        _, low = self._split(input_shape)
+        shapes, (_, h, w, c) = self._layer_shapes(input_shape)
+        total = 0
+        for shape, low_shape, up_conv, own_conv in zip(shapes, low, self.up_convs, self.own_convs):
+            total += up_conv.flops(low_shape) + own_conv.flops(shape)
+        lh, lw, lc = _shape_hwc(low[-1])
+        extra = self._last_channels(c)
+        total += cost.conv_flops(lc, extra, 1, lh, lw) + cost.relu_flops(lh, lw, extra)
+        return total + self._transition_flops(h, w, c + extra)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_layers=self.num_layers, growth_rate=self.growth_rate, bn_factor=self.bn_factor,
+            low_bn_factor=self.low_bn_factor, compress_factor=self.compress_factor,
+            down=self.down, transition=self.transition, reduction=self.reduction,
+        )
+        return config
+
+
 __all__ = [
     "MSDConv",
     "MSDLayer",
     "MSDStem",
     "MSDTransition",
     "MultiScaleDenseExit",
+    "RANetBlock",
+    "RANetFusionBlock",
+    "RANetStem",
+    "aligned_interpolation_matrix",
     "batch_norm",
+    "resize_bilinear_aligned",
 ]

@@ -8,3 +8,9 @@ from adaptive_zoo.models.msdnet import (
     MSDNetTiny,
 )
 from adaptive_zoo.models.multi_exit import MultiExitModel
+from adaptive_zoo.models.ranet import (
+    RANet,
+    RANetCIFARAnytime,
+    RANetCIFARBudgeted,
+    RANetImageNet,
+)

@@ -1,0 +1,386 @@
+"""RANet: parity with the authors' network, cost, resizing, early exit, saving.
+
+Run once per backend (KERAS_BACKEND=tensorflow|jax|torch).
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import adaptive_zoo
+from adaptive_zoo import convert
+from adaptive_zoo.convert import ranet as ranet_convert
+from adaptive_zoo.layers.multi_scale_dense import (
+    RANetBlock,
+    RANetFusionBlock,
+    aligned_interpolation_matrix,
+    resize_bilinear_aligned,
+)
+from adaptive_zoo.models.ranet import RANet, ranet_block_plan
+
+FIXTURE = "/work/shared/fixtures/ranet_cifar100_anytime.npz"
+BACKEND = keras.backend.backend()
+
+# PAPERS.md, RANet section (the authors' op_counter on their models).
+CIFAR_MFLOPS = [15.83, 31.31, 44.69, 50.41, 60.71, 63.72, 90.26, 95.00]
+CIFAR_PARAMS = 3_354_710
+IMAGENET_FIRST_LAST_MFLOPS = (434.97, 3333.49)
+IMAGENET_PARAMS_M = 149.14
+
+# A tiny configuration in the authors' flags: three sub-networks, 3 exits,
+# fusion blocks with and without down-sampling, transitions.
+TINY_FLAGS = {
+    "data": "cifar10", "nBlocks": 1, "block_step": 1, "stepmode": "even", "step": 1,
+    "scale_list": "1-2-2", "nChannels": 4, "growthRate": 4, "grFactor": "2-1-1",
+    "bnFactor": "2-1-1", "compress_factor": 0.25, "reduction": 0.5,
+}
+
+
+def _tiny_model(**overrides):
+    kwargs = ranet_convert.model_kwargs(TINY_FLAGS)
+    kwargs.update(input_shape=(16, 16, 3), head_width=8, num_classes=5)
+    kwargs.update(overrides)
+    return RANet(**kwargs)
+
+
+def _numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _export_state_dict(model):
+    """Our weights under the authors' names and layouts (inverse of convert)."""
+    result = {}
+    for name, (variable, transform) in ranet_convert.entries(model).items():
+        value = _numpy(variable)
+        if transform is not None and value.ndim == 4:
+            value = np.transpose(value, (3, 2, 0, 1))  # HWIO -> OIHW
+        elif transform is not None:
+            value = np.transpose(value)
+        result[name] = value
+    return result
+
+
+@pytest.fixture(scope="module")
+def fixture_data():
+    data = np.load(FIXTURE)
+    meta = json.loads(str(data["meta_json"]))
+    tensors = {k[len("state_dict/"):]: data[k] for k in data.files if k.startswith("state_dict/")}
+    logits = [data[f"logits/exit_{k}"] for k in range(meta["num_exits"])]
+    images = np.transpose(data["input_nchw"], (0, 2, 3, 1))
+    return meta, tensors, images, logits
+
+
+@pytest.fixture(scope="module")
+def cifar_model(fixture_data):
+    meta, tensors, _, _ = fixture_data
+    return convert.from_authors("ranet", meta["config"], tensors)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return _tiny_model()
+
+
+# --------------------------------------------------------------------------- #
+# Parity and cost of the published models.
+# --------------------------------------------------------------------------- #
+def test_fixture_parity_every_exit(fixture_data, cifar_model):
+    meta, _, images, logits = fixture_data
+    assert cifar_model.num_exits == meta["num_exits"] == 8
+    ours = cifar_model(images, exits="all")
+    for k, (mine, theirs) in enumerate(zip(ours, logits)):
+        error = np.abs(_numpy(mine) - theirs).max() / np.abs(theirs).max()
+        assert error < 1e-4, f"exit {k}: relative error {error}"
+
+
+def test_cifar_anytime_profile(fixture_data, cifar_model):
+    meta, _, _, _ = fixture_data
+    profile = adaptive_zoo.profile(cifar_model)
+    assert profile.params == CIFAR_PARAMS == meta["num_params"]
+    assert len(profile.exit_flops) == len(CIFAR_MFLOPS)
+    for k, (mine, paper) in enumerate(zip(profile.exit_flops, CIFAR_MFLOPS)):
+        assert abs(mine / 1e6 - paper) / paper < 0.005, f"exit {k}: {mine / 1e6} vs {paper}"
+    assert profile.flops == profile.exit_flops[-1]
+
+
+def test_cifar_preset_is_the_fixture_configuration(fixture_data, cifar_model):
+    meta, _, _, _ = fixture_data
+    preset_config = dict(
+        n_blocks=2, block_step=2, step_mode="even", step=4, scale_list=[1, 2, 3, 3],
+        n_channels=16, growth_rate=6, gr_factor=[4, 2, 1, 1], bn_factor=[4, 2, 1, 1],
+        compress_factor=0.25, reduction=0.5, bottleneck=True, imagenet_stem=False,
+        head_width=128,
+    )
+    config = cifar_model.get_config()
+    for key, value in preset_config.items():
+        assert config[key] == value, key
+
+
+@pytest.mark.skipif(
+    BACKEND == "jax",
+    reason="Building the 149 M-parameter ImageNet RANet takes minutes under JAX (its random "
+    "initializers compile per weight shape); the counts are backend-independent Python "
+    "arithmetic and are checked on tensorflow and torch.",
+)
+def test_imagenet_profile():
+    model = adaptive_zoo.RANetImageNet()
+    profile = adaptive_zoo.profile(model)
+    assert len(profile.exit_flops) == 8
+    first, last = IMAGENET_FIRST_LAST_MFLOPS
+    assert abs(profile.exit_flops[0] / 1e6 - first) / first < 0.005
+    assert abs(profile.exit_flops[-1] / 1e6 - last) / last < 0.005
+    assert abs(profile.params / 1e6 - IMAGENET_PARAMS_M) / IMAGENET_PARAMS_M < 0.005
+
+
+# --------------------------------------------------------------------------- #
+# Bilinear resizing with corner alignment.
+# --------------------------------------------------------------------------- #
+def _reference_resize(x, h_out, w_out):
+    """PyTorch's align_corners=True bilinear rule, pixel by pixel, NHWC."""
+    n, h_in, w_in, c = x.shape
+    out = np.zeros((n, h_out, w_out, c), dtype=np.float64)
+
+    def source(i, size_in, size_out):
+        pos = i * (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
+        low = min(int(np.floor(pos)), size_in - 1)
+        high = min(low + 1, size_in - 1)
+        return low, high, pos - low
+
+    for i in range(h_out):
+        y0, y1, fy = source(i, h_in, h_out)
+        for j in range(w_out):
+            x0, x1, fx = source(j, w_in, w_out)
+            out[:, i, j] = ((1 - fy) * (1 - fx) * x[:, y0, x0] + (1 - fy) * fx * x[:, y0, x1]
+                            + fy * (1 - fx) * x[:, y1, x0] + fy * fx * x[:, y1, x1])
+    return out
+
+
+SIZES = [((4, 4), (8, 8)), ((8, 8), (16, 16)), ((7, 7), (14, 14)), ((16, 16), (8, 8)),
+         ((5, 3), (3, 7)), ((1, 1), (4, 4)), ((4, 6), (1, 2)), ((8, 8), (8, 8))]
+
+
+@pytest.mark.parametrize("size_in,size_out", SIZES)
+def test_resize_matches_pytorch_formula(size_in, size_out):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2,) + size_in + (3,)).astype("float32")
+    ours = _numpy(resize_bilinear_aligned(keras.ops.convert_to_tensor(x), size_out))
+    np.testing.assert_allclose(ours, _reference_resize(x.astype(np.float64), *size_out),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_interpolation_matrix():
+    np.testing.assert_allclose(aligned_interpolation_matrix(2, 3), [[1, 0], [0.5, 0.5], [0, 1]])
+    for n_in, n_out in [(3, 8), (8, 3), (1, 5), (5, 1)]:
+        m = aligned_interpolation_matrix(n_in, n_out)
+        assert m.shape == (n_out, n_in)
+        np.testing.assert_allclose(m.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(aligned_interpolation_matrix(6, 6), np.eye(6))
+
+
+@pytest.mark.parametrize("size_in,size_out", SIZES)
+def test_resize_matches_torch_interpolate(size_in, size_out):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2,) + size_in + (3,)).astype("float32")
+    theirs = torch.nn.functional.interpolate(
+        torch.from_numpy(np.transpose(x, (0, 3, 1, 2)).copy()), size=size_out, mode="bilinear",
+        align_corners=True,
+    ).numpy()
+    ours = _numpy(resize_bilinear_aligned(keras.ops.convert_to_tensor(x), size_out))
+    np.testing.assert_allclose(ours, np.transpose(theirs, (0, 2, 3, 1)), rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- #
+# Building blocks and plan.
+# --------------------------------------------------------------------------- #
+def test_fusion_block_shapes_and_flops():
+    low = RANetBlock(2, growth_rate=8, bn_factor=2, name="low")
+    low_out = low(keras.ops.ones((2, 4, 4, 8)))
+    block = RANetFusionBlock(2, growth_rate=4, bn_factor=1, low_bn_factor=2, down=True,
+                             transition=True, name="fusion")
+    inputs = [keras.ops.ones((2, 8, 8, 6))] + low_out[1:]
+    outputs = block(inputs)
+    expected = block.compute_output_shape([tuple(t.shape) for t in inputs])
+    assert [tuple(o.shape) for o in outputs] == [tuple(e) for e in expected]
+    # Down: the last layer halves the resolution; dense 6 + 2 * 4 = 14 channels,
+    # plus floor(14 / 4) = 3 fused, then the transition keeps floor(17 / 2).
+    assert tuple(outputs[0].shape) == (2, 4, 4, 8)
+    assert tuple(outputs[-1].shape) == (2, 4, 4, 14)
+    assert block.flops([tuple(t.shape) for t in inputs]) > 0
+    config = block.get_config()
+    assert RANetFusionBlock.from_config(config).get_config() == config
+
+
+def test_block_plan_matches_authors_rules():
+    plan = ranet_block_plan(2, 2, "even", 4, [1, 2, 3, 3])
+    assert [len(p) for p in plan] == [2, 4, 6, 8]
+    assert sum(b["exit"] for p in plan for b in p) == 8
+    assert [b["down"] for b in plan[3]] == [False, False, False, True, False, True, False, False]
+    assert [b["transition"] for b in plan[2]] == [False, True, False, True, False, False]
+    lg = ranet_block_plan(2, 2, "lg", 2, [1, 2, 3])
+    assert [b["layers"] for b in lg[2]] == [2, 4, 6, 8, 10, 12]
+
+
+def test_invalid_configurations():
+    with pytest.raises(ValueError, match="one entry per sub-network"):
+        _tiny_model(gr_factor=(2, 1))
+    with pytest.raises(ValueError, match="bottleneck"):
+        _tiny_model(bottleneck=False)
+    with pytest.raises(ValueError, match="step_mode"):
+        ranet_block_plan(2, 2, "lin_grow", 4, [1, 2])
+
+
+# --------------------------------------------------------------------------- #
+# The budget contract: real early exit.
+# --------------------------------------------------------------------------- #
+def test_early_exit_matches_dense_pick(tiny):
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(48, 16, 16, 3)).astype("float32")
+    labels = rng.integers(0, 5, size=48)
+    # Explicit budgets: the default grid of MultiExitModel.calibrate starts
+    # from a "cheapest" estimate that fails on this tiny net (see report).
+    tiny.calibrate((images, labels), budgets=[0.6, 0.7, 0.8, 0.9, 1.0])
+    dense = np.stack([_numpy(o) for o in tiny(images, exits="all")])
+    probs = np.exp(dense - dense.max(-1, keepdims=True))
+    confidence = (probs / probs.sum(-1, keepdims=True)).max(-1)
+    exit_flops = np.asarray(tiny.exit_flops(), dtype="float32")
+
+    seen_stages = []
+    original = tiny._stage
+
+    def spy(k, state, training=None):
+        first = state[0] if isinstance(state, (list, tuple)) else state
+        seen_stages.append((k, int(first.shape[0])))
+        return original(k, state, training=training)
+
+    used = set()
+    lo, hi = tiny.calibration.budget_range
+    tiny._stage = spy
+    try:
+        for budget in np.linspace(lo, hi, 3):
+            seen_stages.clear()
+            logits, cost = tiny(images, budget=float(budget), return_cost=True)
+            cost = _numpy(cost)
+            # Cumulative exit costs are distinct: the cost names the exit taken.
+            chosen = np.array([int(np.flatnonzero(exit_flops == c)[0]) for c in cost])
+            used.update(chosen.tolist())
+            # The exit taken is the first whose confidence reaches its
+            # threshold (up to float rounding between the two paths).
+            thresholds = tiny.calibration.thresholds_for(float(budget))
+            for i, k in enumerate(chosen):
+                assert np.all(confidence[:k, i] < np.asarray(thresholds[:k]) + 1e-5), (budget, i)
+                if k < tiny.num_exits - 1:
+                    assert confidence[k, i] >= thresholds[k] - 1e-5, (budget, i)
+            # Its logits are the dense path's logits of that exit.
+            picked = dense[chosen, np.arange(len(images))]
+            np.testing.assert_allclose(_numpy(logits), picked, rtol=1e-4, atol=1e-5)
+            # Stage k ran only on the samples that had not left before it.
+            for k, batch in seen_stages:
+                assert batch == int(np.sum(chosen >= k)), (budget, k, batch)
+            assert seen_stages[0] == (0, len(images))
+    finally:
+        del tiny._stage
+    assert len(used) > 1
+
+
+def test_compiled_predict_matches_call(tiny):
+    rng = np.random.default_rng(6)
+    images = rng.normal(size=(20, 16, 16, 3)).astype("float32")
+    tiny.calibrate((images, rng.integers(0, 5, size=20)), budgets=[0.7, 0.85, 1.0])
+    # Fresh images: no sample sits exactly on a threshold, where float
+    # rounding of the two paths could legitimately differ.
+    images = rng.normal(size=(20, 16, 16, 3)).astype("float32")
+    for budget in (0.7, 0.85):
+        logits, cost = tiny(images, budget=budget, return_cost=True)
+        fast_logits, fast_cost = tiny.predict(images, budget=budget, return_cost=True,
+                                              batch_size=8)
+        np.testing.assert_allclose(fast_logits, _numpy(logits), rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(fast_cost, _numpy(cost))
+
+
+def test_anytime_budget_and_cost(tiny):
+    images = np.zeros((3, 16, 16, 3), dtype="float32")
+    flops = tiny.exit_flops()
+    logits, cost = tiny(images, budget=flops[0] / flops[-1], mode="anytime", return_cost=True)
+    dense = tiny(images, exits="all")
+    np.testing.assert_allclose(_numpy(logits), _numpy(dense[0]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_numpy(cost), tiny.path_flops(0))
+
+
+# --------------------------------------------------------------------------- #
+# Saving, converting, training.
+# --------------------------------------------------------------------------- #
+def test_keras_round_trip(tiny, tmp_path):
+    path = os.path.join(tmp_path, "ranet.keras")
+    tiny.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, RANet)
+    images = np.random.default_rng(3).normal(size=(2, 16, 16, 3)).astype("float32")
+    for a, b in zip(tiny(images, exits="all"), loaded(images, exits="all")):
+        np.testing.assert_allclose(_numpy(a), _numpy(b), rtol=1e-5, atol=1e-6)
+    assert loaded.get_config() == tiny.get_config()
+    assert adaptive_zoo.profile(loaded) == adaptive_zoo.profile(tiny)
+
+
+@pytest.fixture(scope="module")
+def tiny_authors():
+    """A tiny model from the authors' flags, and its weights under their names."""
+    model = convert.from_authors("ranet", TINY_FLAGS)
+    return model, _export_state_dict(model)
+
+
+def test_from_authors_round_trip(tiny_authors):
+    model, state_dict = tiny_authors
+    assert model.num_exits == 3
+    copy = convert.from_authors("ranet", TINY_FLAGS, state_dict)
+    images = np.random.default_rng(4).normal(size=(2, 32, 32, 3)).astype("float32")
+    for a, b in zip(model(images, exits="all"), copy(images, exits="all")):
+        np.testing.assert_allclose(_numpy(a), _numpy(b), rtol=1e-5, atol=1e-6)
+
+
+def test_from_authors_flag_errors():
+    with pytest.raises(ValueError, match="bogusFlag"):
+        convert.from_authors("ranet", {**TINY_FLAGS, "bogusFlag": 3})
+    with pytest.raises(ValueError, match="num_classes"):
+        convert.from_authors("ranet", {**TINY_FLAGS, "num_classes": 7})
+    with pytest.raises(ValueError, match="nScales"):
+        convert.from_authors("ranet", {**TINY_FLAGS, "nScales": 2})
+    with pytest.raises(ValueError, match="grFactor"):
+        convert.from_authors("ranet", {**TINY_FLAGS, "grFactor": "2-1"})
+    assert "ranet" in convert.KINDS
+
+
+def test_from_authors_state_dict_errors(tiny_authors):
+    model, state_dict = tiny_authors
+    name = "scale_flows.2.1.layers.0.conv_up.net.3.weight"
+    assert name in state_dict
+    missing = {k: v for k, v in state_dict.items() if k != name}
+    with pytest.raises(ValueError, match=r"missing.*" + name.replace(".", r"\.")):
+        convert.load_state_dict(model, missing, "ranet")
+    extra = {**state_dict, "scale_flows.7.0.conv_last.net.0.weight": np.zeros((1, 1, 1, 1))}
+    with pytest.raises(ValueError, match=r"unexpected.*scale_flows\.7\.0\.conv_last"):
+        convert.load_state_dict(model, extra, "ranet")
+    wrong = {**state_dict, name: np.zeros((2, 3, 3, 3), dtype="float32")}
+    with pytest.raises(ValueError, match=r"wrong shape.*" + name.replace(".", r"\.")):
+        convert.load_state_dict(model, wrong, "ranet")
+
+
+def test_fit_one_step():
+    model = _tiny_model(num_classes=3)
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(5)
+    images = rng.normal(size=(8, 16, 16, 3)).astype("float32")
+    labels = rng.integers(0, 3, size=(8,))
+    before = _numpy(model.heads[-1].dense.kernel).copy()
+    history = model.fit(images, labels, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert not np.allclose(before, _numpy(model.heads[-1].dense.kernel))
+
+
+def test_weights_registry_names_the_authors():
+    with pytest.raises(ValueError, match="yangle15/RANet-pytorch"):
+        adaptive_zoo.weights.resolve("imagenet", "ranet")
