@@ -19,6 +19,7 @@ import numpy as np
 __all__ = [
     "Calibration",
     "anytime_exit",
+    "calibrate",
     "calibrate_exits",
     "default_budgets",
     "exit_thresholds",
@@ -266,3 +267,33 @@ def calibrate_exits(confidences, correct, exit_flops, budgets, tolerance=0.01):
         result.mean_flops.append(spent)
         result.accuracy.append(acc if acc is not None else float("nan"))
     return result
+
+
+def calibrate(model, data, budgets=None, batch_size=None):
+    """Calibrate a multi-exit model for budgeted batch classification.
+
+    The public entry point for any multi-exit model of this package (the same
+    as `model.calibrate(...)`): every exit runs on held-out `data`, the
+    authors' threshold procedure runs for each budget, and the thresholds are
+    stored in the model (its config, so they survive saving).
+
+    Args:
+        model: a multi-exit model (MSDNet, RANet).
+        data: `(images, labels)` arrays or an iterable of such batches.
+        budgets: budgets in (0, 1]; default: 20 from the cheapest reachable.
+        batch_size: batch size for arrays.
+
+    Returns:
+        The `Calibration`, whose `budgets`, `mean_flops` and `accuracy`
+        (on `data`) are the curve to plot.
+
+    Example:
+    ```python
+    curve = adaptive_zoo.calibrate(model, (x_held, y_held))
+    plt.plot(curve.mean_flops, curve.accuracy)
+    logits = model.predict(x_test, budget=0.5)
+    ```
+    """
+    if not hasattr(model, "calibrate") or not hasattr(model, "exit_flops"):
+        raise TypeError(f"calibrate() takes a multi-exit model; got {type(model).__name__}.")
+    return model.calibrate(data, budgets=budgets, batch_size=batch_size)

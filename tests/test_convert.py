@@ -1,13 +1,18 @@
 """The authors' checkpoints -> our models: flags and tensors checked by name."""
 
 import copy
+import os
+import subprocess
+import sys
 
+import keras
 import numpy as np
 import pytest
 
 import adaptive_zoo
 from adaptive_zoo import convert
 from adaptive_zoo.convert import msdnet as msdnet_convert
+from adaptive_zoo.convert import ranet as ranet_convert
 
 TINY_FLAGS = {
     "data": "cifar10", "nBlocks": 2, "stepmode": "even", "step": 1, "base": 1, "nChannels": 4,
@@ -16,13 +21,21 @@ TINY_FLAGS = {
 }
 
 
-@pytest.fixture(scope="module")
-def tiny_state():
-    model = convert.from_authors("msdnet", TINY_FLAGS)
-    entries = msdnet_convert.entries(model)
+RANET_TINY_FLAGS = {
+    "data": "cifar10", "nBlocks": 1, "block_step": 1, "stepmode": "even", "step": 1,
+    "scale_list": "1-2-2", "nChannels": 4, "growthRate": 4, "grFactor": "2-1-1",
+    "bnFactor": "2-1-1", "compress_factor": 0.25, "reduction": 0.5,
+}
+CONVERTERS = {"msdnet": (msdnet_convert, TINY_FLAGS), "ranet": (ranet_convert, RANET_TINY_FLAGS)}
+
+
+def random_state(kind):
+    """A random state dict under the authors' names and layouts."""
+    module, flags = CONVERTERS[kind]
+    model = convert.from_authors(kind, flags)
     rng = np.random.default_rng(0)
     state = {}
-    for name, (variable, transform) in entries.items():
+    for name, (variable, transform) in module.entries(model).items():
         shape = tuple(variable.shape)
         if transform is not None and len(shape) == 4:  # HWIO -> OIHW
             shape = (shape[3], shape[2], shape[0], shape[1])
@@ -35,6 +48,11 @@ def tiny_state():
         if name.endswith("running_var"):
             state[name.replace("running_var", "num_batches_tracked")] = np.array(3)
     return model, state
+
+
+@pytest.fixture(scope="module")
+def tiny_state():
+    return random_state("msdnet")
 
 
 def test_flags_translate_to_the_published_configuration():
@@ -100,3 +118,39 @@ def test_the_authors_checkpoint_file_format_loads(tiny_state, tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
         adaptive_zoo.MSDNet(**msdnet_convert.model_kwargs(TINY_FLAGS), weights=str(bad))
+
+
+def test_a_checkpoint_of_the_other_family_is_named(tiny_state):
+    _, state = tiny_state
+    with pytest.raises(ValueError, match="This is a msdnet checkpoint"):
+        convert.from_authors("ranet", RANET_TINY_FLAGS, state)
+
+
+_LOAD_ELSEWHERE = """
+import sys, numpy as np, keras, adaptive_zoo
+model = keras.saving.load_model(sys.argv[1])
+x = np.load(sys.argv[2])
+np.save(sys.argv[3], np.stack([keras.ops.convert_to_numpy(o) for o in model(x, exits="all")]))
+"""
+
+
+@pytest.mark.parametrize("kind", ["msdnet", "ranet"])
+def test_converted_model_saved_here_loads_under_another_backend(kind, tmp_path):
+    _, state = random_state(kind)
+    model = convert.from_authors(kind, CONVERTERS[kind][1], state)
+    x = np.random.default_rng(1).normal(size=(3,) + model.image_shape).astype("float32")
+    ours = np.stack([keras.ops.convert_to_numpy(o) for o in model(x, exits="all")])
+    model.save(str(tmp_path / "converted.keras"))
+    np.save(tmp_path / "x.npy", x)
+    backends = ["tensorflow", "jax", "torch"]
+    other = backends[(backends.index(keras.backend.backend()) + 1) % 3]
+    env = dict(os.environ, KERAS_BACKEND=other)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    subprocess.run(
+        [sys.executable, "-c", _LOAD_ELSEWHERE, str(tmp_path / "converted.keras"),
+         str(tmp_path / "x.npy"), str(tmp_path / "theirs.npy")],
+        env=env, check=True, capture_output=True, timeout=600,
+    )
+    theirs = np.load(tmp_path / "theirs.npy")
+    assert np.abs(ours - theirs).max() <= 1e-5 * max(1.0, np.abs(ours).max())

@@ -181,22 +181,70 @@ def test_layers_serialize():
     assert tuple(y.shape) == (2, 5)
 
 
-def test_fit_trains_every_exit_and_reaches_95_percent_on_digits():
+@pytest.fixture(scope="module")
+def digits_model():
+    """A tiny MSDNet trained on digits, 300 training images held out for calibration."""
     keras.utils.set_random_seed(0)
-    (x_train, y_train), (x_test, y_test) = data.load_digits()
+    (x_train, y_train), test = data.load_digits()
+    (x_fit, y_fit), held_out = data.split_holdout(x_train, y_train, size=300)
     model = adaptive_zoo.MSDNetTiny(num_classes=10, input_shape=x_train.shape[1:])
     before = [np.copy(keras.ops.convert_to_numpy(h.dense.kernel)) for h in model.heads]
     epochs = 10
-    schedule = keras.optimizers.schedules.CosineDecay(5e-3, epochs * -(-len(x_train) // 64))
+    schedule = keras.optimizers.schedules.CosineDecay(5e-3, epochs * -(-len(x_fit) // 64))
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0)
+    model.fit(x_fit, y_fit, epochs=epochs, batch_size=64, verbose=0)
+    return model, before, held_out, test
+
+
+def test_fit_trains_every_exit_and_reaches_95_percent_on_digits(digits_model):
+    model, before, _, (x_test, y_test) = digits_model
     for k, head in enumerate(model.heads):
         assert not np.allclose(before[k], keras.ops.convert_to_numpy(head.dense.kernel)), f"exit {k}"
     all_exits = model.predict_all_exits(x_test)
     accuracies = [(a.argmax(-1) == y_test).mean() for a in all_exits]
     assert accuracies[-1] >= 0.95, accuracies
     assert min(accuracies) >= 0.85, accuracies
+
+
+def test_budgeted_batch_classification_on_digits(digits_model):
+    """Calibrated on held-out digits: the budget is met, accuracy follows it,
+    and real early exit picks exactly what the dense simulation picks."""
+    model, _, (x_held, y_held), (x_test, y_test) = digits_model
+    curve = adaptive_zoo.calibrate(model, (x_held, y_held))
+    full = adaptive_zoo.profile(model).flops
+    assert len(curve.budgets) == 20 and curve.budgets[-1] == 1.0
+    for b, spent in zip(curve.budgets, curve.mean_flops):
+        assert abs(spent / full - b) <= 0.05 * b, (b, spent / full)
+    assert curve.accuracy[-1] >= curve.accuracy[0]
+    assert np.corrcoef(curve.budgets, curve.accuracy)[0, 1] > 0, curve.accuracy
+
+    dense = model.predict_all_exits(x_test, batch_size=len(x_test))
+    confidence = np.exp(dense - dense.max(-1, keepdims=True))
+    confidence = (confidence / confidence.sum(-1, keepdims=True)).max(-1)
+    test_accuracy = []
+    low = curve.budgets[0]
+    for b in (low, (low + 1) / 2, 1.0):
+        thresholds = np.asarray(curve.thresholds_for(b))
+        passed = confidence >= thresholds[:, None]
+        passed[-1] = True
+        chosen = passed.argmax(0)
+        simulated = dense[chosen, np.arange(len(x_test))]
+        logits, cost = model.predict(x_test, budget=b, return_cost=True, batch_size=len(x_test))
+        np.testing.assert_array_equal(logits.argmax(-1), simulated.argmax(-1))
+        np.testing.assert_allclose(logits, simulated, atol=1e-4)
+        np.testing.assert_allclose(cost, np.asarray(model.exit_flops())[chosen], rtol=1e-6)
+        test_accuracy.append((logits.argmax(-1) == y_test).mean())
+    assert test_accuracy[-1] >= test_accuracy[0], test_accuracy
+    with pytest.raises(ValueError, match="outside the calibrated range"):
+        model(x_test[:4], budget=low / 2)
+    logits = model(x_test[:4], budget=low / 2, mode="anytime")  # only when asked for
+    assert tuple(logits.shape) == (4, 10)
+    with pytest.raises(ValueError, match="labels"):
+        model.calibrate(x_held)
+    with pytest.raises(ValueError, match="fewer than"):
+        model.calibrate((x_held[:3], y_held[:3]))
+    model.calibration = None

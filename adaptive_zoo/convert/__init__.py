@@ -11,7 +11,7 @@ import numpy as np
 
 from adaptive_zoo.convert import mapping
 
-__all__ = ["KINDS", "from_authors", "load_authors_checkpoint", "load_state_dict", "read_checkpoint"]
+__all__ = ["KINDS", "from_authors", "guess_kind", "load_authors_checkpoint", "load_state_dict", "read_checkpoint"]
 
 # kind -> (converter module, model class path)
 KINDS = {
@@ -60,9 +60,34 @@ def read_checkpoint(path):
     return result
 
 
+# Top-level module names that tell the authors' checkpoints apart.
+_SIGNATURES = {"msdnet": {"blocks"}, "ranet": {"scale_flows", "FirstLayer"}}
+
+
+def guess_kind(state_dict):
+    """The family an authors' state dict comes from, or None."""
+    roots = {name.removeprefix("module.").split(".")[0] for name in state_dict}
+    for kind, signature in _SIGNATURES.items():
+        if signature & roots:
+            return kind
+    return None
+
+
 def load_state_dict(model, state_dict, kind):
-    """Assign an authors' state dict (names -> arrays) to our `model`."""
+    """Assign an authors' state dict (names -> arrays) to our `model`.
+
+    Raises:
+        ValueError: for a checkpoint of another family (named), or one of
+            another configuration (naming the tensors that disagree).
+    """
     module, _ = _kind(kind)
+    found = guess_kind(state_dict)
+    if found is not None and found != kind:
+        raise ValueError(
+            f"This is a {found} checkpoint (its tensors are named like the authors' {found}); "
+            f"the model is a {kind}. Build the matching model, e.g. "
+            f"adaptive_zoo.convert.from_authors({found!r}, their_config, checkpoint)."
+        )
     mapping.assign(module.entries(model), state_dict, what=f"{kind} state dict")
 
 
