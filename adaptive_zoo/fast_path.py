@@ -5,7 +5,7 @@ size changes from call to call (the survivors of an early exit).
 - JAX: `jax.jit` on the variables' values (Keras' stateless scope), with the
   batch padded up to a few bucket sizes so that only a handful of shapes are
   ever compiled. Padding wastes at most 1/8 of a stage's work.
-- PyTorch: eager, under `torch.no_grad()`.
+- PyTorch: eager, under `torch.no_grad()`, with denormals flushed to zero.
 
 Everything else in the package uses `keras.ops`.
 """
@@ -52,6 +52,11 @@ def compile_inference(fn, variables):
     if backend == "torch":
         import torch
 
+        # Flush denormals to zero, as TensorFlow and XLA do on CPU: without it
+        # we measured stages of a CIFAR MSDNet 7-20x slower on PyTorch's CPU
+        # kernels. (A process-wide setting; it only affects numbers < 1e-38.)
+        torch.set_flush_denormal(True)
+
         def run(*args):
             with torch.no_grad():
                 return fn(*args)
@@ -82,3 +87,4 @@ def _jax_bucketed(fn, variables):
         return outputs
 
     return run
+

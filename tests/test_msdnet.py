@@ -39,6 +39,25 @@ def test_every_exit_matches_the_authors_pytorch_model(authors):
     assert relative_error(keras.ops.convert_to_numpy(model(x)), logits[-1]) < 1e-4
 
 
+def test_early_exit_through_every_stage_of_the_authors_model(authors):
+    model, _, x, logits = authors
+    dense = np.stack(logits)
+    confidence = keras.ops.convert_to_numpy(keras.ops.softmax(dense, axis=-1)).max(-1)
+    # Half the samples leave at exit 1, the rest run through every stage
+    # (the late ones on a single scale) to the last exit.
+    n = len(x)
+    thresholds = [2.0] * model.num_exits
+    thresholds[1] = float(np.median(confidence[1]))
+    passed = confidence >= np.asarray(thresholds)[:, None]
+    passed[-1] = True
+    chosen = passed.argmax(0)
+    stages = [model._stage_and_exit_fn(k) for k in range(model.num_exits)]
+    ours, cost = model._early_exit(keras.ops.convert_to_tensor(x), thresholds, stages)
+    assert relative_error(keras.ops.convert_to_numpy(ours), dense[chosen, np.arange(n)]) < 1e-4
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(cost), np.asarray(model.exit_flops())[chosen])
+    assert set(chosen.tolist()) == {1, model.num_exits - 1}
+
+
 def test_profile_equals_the_authors_counts_cifar(authors):
     model, meta, _, _ = authors
     profile = adaptive_zoo.profile(model)

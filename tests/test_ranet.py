@@ -119,12 +119,6 @@ def test_cifar_preset_is_the_fixture_configuration(fixture_data, cifar_model):
         assert config[key] == value, key
 
 
-@pytest.mark.skipif(
-    BACKEND == "jax",
-    reason="Building the 149 M-parameter ImageNet RANet takes minutes under JAX (its random "
-    "initializers compile per weight shape); the counts are backend-independent Python "
-    "arithmetic and are checked on tensorflow and torch.",
-)
 def test_imagenet_profile():
     model = adaptive_zoo.RANetImageNet()
     profile = adaptive_zoo.profile(model)

@@ -238,7 +238,9 @@ class MultiExitModel(keras.Model):
 
     def _stage_and_exit_fn(self, k):
         def run(*state):
-            state = state[0] if len(state) == 1 else list(state)
+            # Stage 0 takes the image; later stages a list of feature maps
+            # (possibly of length one).
+            state = state[0] if k == 0 else list(state)
             state = self._stage(k, state)
             return state, self._exit(k, state)
 
