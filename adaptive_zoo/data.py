@@ -12,7 +12,7 @@ import numpy as np
 
 __all__ = ["load_digits", "load_fashion_mnist", "load_tfds", "split_holdout"]
 
-FASHION_MNIST_DIRS = ("/usr/share/fashion-mnist", "/usr/share/dataset-fashion-mnist")
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 
 
 def _resize_bilinear(images, size):
