@@ -12,3 +12,15 @@ from adaptive_zoo.models import (
 )
 
 __version__ = "0.1.0"
+from adaptive_zoo import losses
+from adaptive_zoo.layers import GumbelGate, SubBlockBranch
+from adaptive_zoo.models import (
+    DMNN,
+    DMNN50,
+    DMNN50CIFAR,
+    DMNN101,
+    DMNN101CIFAR,
+    DMNNMobileNetV2,
+    DMNNMobileNetV2CIFAR,
+    DMNNResNet,
+)

@@ -7,13 +7,16 @@ size changes from call to call (the survivors of an early exit).
   ever compiled. Padding wastes at most 1/8 of a stage's work.
 - PyTorch: eager, under `torch.no_grad()`.
 
+Plus one backend-native primitive, `scatter_add_rows` (the scatter-add of the
+gated sub-blocks' results), where `keras.ops` is slower than the dense path.
+
 Everything else in the package uses `keras.ops`.
 """
 
 import keras
 from keras import tree
 
-__all__ = ["bucket_size", "compile_inference"]
+__all__ = ["bucket_size", "compile_inference", "scatter_add_rows"]
 
 
 def bucket_size(n):
@@ -81,3 +84,35 @@ def _jax_bucketed(fn, variables):
         return outputs
 
     return run
+
+
+def scatter_add_rows(target, indices, updates):
+    """`target[indices] += updates` along the batch axis, out of place.
+
+    Each backend's native scatter-add: `tf.tensor_scatter_nd_add`, JAX's
+    `.at[].add`, `torch.index_add`. (`keras.ops.segment_sum` followed by an
+    add was measured 2.4x slower than the dense path on torch.)
+
+    Args:
+        target: `(batch, ...)` tensor.
+        indices: `(k,)` integer row indices into `target` (distinct).
+        updates: `(k, ...)` rows to add.
+
+    Returns:
+        A new tensor shaped like `target`.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        indices = tf.cast(tf.reshape(indices, (-1, 1)), "int32")
+        return tf.tensor_scatter_nd_add(target, indices, tf.cast(updates, target.dtype))
+    if backend == "jax":
+        return target.at[indices].add(updates.astype(target.dtype))
+    if backend == "torch":
+        import torch
+
+        return torch.index_add(target, 0, indices.to(torch.long), updates.to(target.dtype))
+    from keras import ops
+
+    return ops.scatter_update(target, ops.reshape(indices, (-1, 1)), updates, reduction="add")

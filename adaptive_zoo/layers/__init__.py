@@ -8,3 +8,10 @@ from adaptive_zoo.layers.multi_scale_dense import (
     MSDTransition,
     MultiScaleDenseExit,
 )
+from adaptive_zoo.layers.gumbel_gate import GumbelGate
+from adaptive_zoo.layers.sub_block_branch import (
+    BottleneckSubBlock,
+    ConvBNAct,
+    InvertedResidualSubBlock,
+    SubBlockBranch,
+)

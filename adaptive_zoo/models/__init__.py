@@ -7,3 +7,13 @@ from adaptive_zoo.models.msdnet import (
     MSDNetImageNet,
 )
 from adaptive_zoo.models.multi_exit import MultiExitModel
+from adaptive_zoo.models.dmnn import (
+    DMNN,
+    DMNN50,
+    DMNN50CIFAR,
+    DMNN101,
+    DMNN101CIFAR,
+    DMNNMobileNetV2,
+    DMNNMobileNetV2CIFAR,
+    DMNNResNet,
+)
