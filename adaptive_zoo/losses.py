@@ -3,8 +3,12 @@
 DMNN's resource-constrained loss (Su et al., 2019; the execution-rate term is
 ConvNet-AIG's target-rate loss):
 
-- `execution_rate_loss`: mean over gated blocks of `(rate_l - t)^2`, `rate_l`
-  the batch execution rate of block `l`'s sub-blocks;
+- `execution_rate_loss`: mean over gated blocks `l` and their sub-blocks `i`
+  of `(rate_li - t)^2`, `rate_li` the batch execution rate of sub-block `i`
+  of block `l` (per sub-block rather than per block: a per-block rate of
+  `t` is met by switching some sub-blocks always on and the others always
+  off, which makes the network static; per sub-block, each one must run for
+  a fraction `t` of the images, so the decisions depend on the image);
 - `flops_loss`: `(executed / full - t)^2` over the gated (skippable) FLOPs,
   so it agrees with the rate term (the always-run parts do not move it);
 - `category_loss`: cross-entropy of a category head on each controller's
@@ -77,7 +81,7 @@ def validate_category_map(category_map, num_classes):
 
 
 def execution_rate_loss(gates, target_rate):
-    """Mean over blocks of `(batch execution rate - target)^2`.
+    """Mean over blocks and sub-blocks of `(batch execution rate - target)^2`.
 
     Args:
         gates: list of `(batch, N)` gate values (straight-through samples).
@@ -86,7 +90,7 @@ def execution_rate_loss(gates, target_rate):
     Returns:
         A scalar tensor.
     """
-    terms = [ops.square(ops.mean(g) - target_rate) for g in gates]
+    terms = [ops.mean(ops.square(ops.mean(g, axis=0) - target_rate)) for g in gates]
     return ops.mean(ops.stack(terms))
 
 

@@ -90,8 +90,8 @@ class GumbelGate(keras.layers.Layer):
         )
         self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
 
-    def build(self, input_shape, previous_state_shape=None):
-        channels = input_shape[-1]
+    def build(self, inputs_shape, previous_state_shape=None):
+        channels = inputs_shape[-1]
         self.input_fc.build((None, channels))
         if self.state_fc is not None:
             self.state_fc.build((None, self.units))
@@ -134,8 +134,8 @@ class GumbelGate(keras.layers.Layer):
             gates = ops.cast(self.on_probability(logits) >= threshold, logits.dtype)
         return gates, state
 
-    def compute_output_shape(self, input_shape, previous_state_shape=None):
-        return (input_shape[0], self.num_sub_blocks), (input_shape[0], self.units)
+    def compute_output_shape(self, inputs_shape, previous_state_shape=None):
+        return (inputs_shape[0], self.num_sub_blocks), (inputs_shape[0], self.units)
 
     def flops(self, input_shape):
         """Multiply-adds of the controller for one image of shape `(H, W, C)`."""

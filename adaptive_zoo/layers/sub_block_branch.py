@@ -284,14 +284,14 @@ class SubBlockBranch(keras.layers.Layer):
     def num_sub_blocks(self):
         return len(self.sub_blocks)
 
-    def build(self, input_shape, gates_shape=None):
-        if input_shape[-1] != self.filters:
+    def build(self, inputs_shape, gates_shape=None):
+        if inputs_shape[-1] != self.filters:
             raise ValueError(
                 f"{self.name} keeps the identity: it takes {self.filters} channels, got "
-                f"input shape {input_shape}."
+                f"input shape {inputs_shape}."
             )
         for block in self.sub_blocks:
-            block.build(input_shape)
+            block.build(inputs_shape)
 
     def call(self, inputs, gates=None, training=None):
         out = inputs
@@ -326,8 +326,8 @@ class SubBlockBranch(keras.layers.Layer):
             out = fast_path.scatter_add_rows(out, index, update)
         return _activate(out, self.activation)
 
-    def compute_output_shape(self, input_shape, gates_shape=None):
-        return input_shape
+    def compute_output_shape(self, inputs_shape, gates_shape=None):
+        return inputs_shape
 
     def sub_block_flops(self, input_shape):
         """Multiply-adds of each sub-block for one image `(H, W, C)`, a list."""
