@@ -337,15 +337,18 @@ class DMNN(keras.Model):
                 )
 
     def topk_plan(self, budget):
-        """Sub-blocks run per gated block (every image its top-`k_l`) for `budget`.
+        """Sub-blocks to run per gated block for `budget` (uncalibrated rule).
 
-        Error diffusion along the network: block `l` gets the `k_l` that
-        keeps the cumulative executed cost closest to `r` times the
-        cumulative gated cost, `r` the fraction of gated FLOPs the budget
-        leaves. The cost is then the same for every image.
+        The budget leaves a fraction `r = (b * full - fixed) / gated` of the
+        gated FLOPs; every gated block runs `r * N` sub-blocks on average:
+        each image its top-`floor(r * N)` sub-blocks by "on" probability,
+        and the images of the batch that most want their next sub-block
+        (highest next probability), a fraction `frac(r * N)` of the batch,
+        one more. The mean cost of a batch is then `b * full` up to the
+        rounding of `frac * batch` images per block.
 
         Returns:
-            A list of ints, one per gate.
+            A list of floats `r * N`, one per gate.
         """
         budget = budget_lib.validate_budget(budget)
         fixed, sub = self._cost_table()
@@ -353,15 +356,7 @@ class DMNN(keras.Model):
         gated = full - fixed
         self._check_reachable(budget)
         r = 1.0 if gated == 0 else min(1.0, max(0.0, (budget * full - fixed) / gated))
-        plan, spent, cumulative = [], 0.0, 0.0
-        for flops in sub:
-            per = sum(flops) / len(flops)
-            cumulative += sum(flops)
-            k = int(round((r * cumulative - spent) / per)) if per else len(flops)
-            k = min(len(flops), max(0, k))
-            plan.append(k)
-            spent += k * per
-        return plan
+        return [r * len(flops) for flops in sub]
 
     def _check_reachable(self, budget):
         cheapest = self.cheapest_budget()
@@ -412,14 +407,22 @@ class DMNN(keras.Model):
         kind, value = rule
         if kind == "threshold":
             return p_on >= value
-        k = value[g]
         n = self.sub_blocks
+        want = float(value[g])
+        k = min(n, int(math.floor(want + 1e-9)))
+        frac = want - k
         if k >= n:
             return ops.ones_like(p_on, dtype="bool")
-        if k <= 0:
-            return ops.zeros_like(p_on, dtype="bool")
-        _, index = ops.top_k(p_on, k)
-        return ops.sum(ops.one_hot(index, n, dtype="float32"), axis=1) > 0
+        order = ops.argsort(-p_on, axis=-1)
+        rank = ops.argsort(order, axis=-1)  # rank of each sub-block per image, 0 = most wanted
+        decisions = rank < k
+        if frac > 1e-9:
+            batch = ops.shape(p_on)[0]
+            next_p = ops.sum(ops.where(rank == k, p_on, ops.zeros_like(p_on)), axis=-1)
+            image_rank = ops.argsort(ops.argsort(-next_p))  # 0 = wants it most
+            extra = ops.cast(image_rank, "float32") < ops.round(frac * ops.cast(batch, "float32"))
+            decisions = ops.logical_or(decisions, ops.logical_and(rank == k, extra[:, None]))
+        return decisions
 
     def _cost_of(self, decisions):
         """Per-image FLOPs `(batch,)` of the given per-gate decisions."""
