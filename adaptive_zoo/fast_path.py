@@ -32,13 +32,15 @@ def bucket_size(n):
     return m << e
 
 
-def compile_inference(fn, variables):
+def compile_inference(fn, variables, bucket=None):
     """Compile `fn(*tensors)` for inference on the current backend.
 
     Args:
         fn: a function of tensors with a leading batch axis, returning a
             (nested) structure of such tensors. It may read `variables`.
         variables: every Keras variable that `fn` reads.
+        bucket: JAX only: the padded batch size for a batch of `n`
+            (default `bucket_size`).
 
     Returns:
         A callable with the same signature, compiled where the backend allows
@@ -50,7 +52,7 @@ def compile_inference(fn, variables):
 
         return tf.function(fn, reduce_retracing=True, jit_compile=False)
     if backend == "jax":
-        return _jax_bucketed(fn, list(variables))
+        return _jax_bucketed(fn, list(variables), bucket or bucket_size)
     if backend == "torch":
         import torch
 
@@ -62,7 +64,7 @@ def compile_inference(fn, variables):
     return fn
 
 
-def _jax_bucketed(fn, variables):
+def _jax_bucketed(fn, variables, bucket=bucket_size):
     import jax
     import jax.numpy as jnp
 
@@ -74,7 +76,7 @@ def _jax_bucketed(fn, variables):
 
     def run(*args):
         n = tree.flatten(args)[0].shape[0]
-        size = bucket_size(n)
+        size = bucket(n)
         if size != n:
             pad = lambda a: jnp.pad(a, [(0, size - n)] + [(0, 0)] * (a.ndim - 1))  # noqa: E731
             args = tree.map_structure(pad, args)

@@ -515,7 +515,8 @@ class DMNN(keras.Model):
                         logits, state = gate.controller(x, None)
                         return GumbelGate.on_probability(logits), state
                 gate_c[g] = compile_(gfn, gate.variables)
-                sub_c[g] = [compile_(lambda x, s=s: s(x, training=False), s.variables)
+                sub_c[g] = [compile_(lambda x, s=s: s(x, training=False), s.variables,
+                                     bucket=_sub_block_bucket)
                             for s in block.sub_blocks]
         head_c = compile_(lambda x: self._features_to_logits(x, training=False),
                           [v for layer in self.head for v in layer.variables])
@@ -655,9 +656,23 @@ class DMNN(keras.Model):
             budgets = np.linspace(low, 1.0, 8)
         budgets = sorted(budget_lib.validate_budget(b) for b in budgets)
 
+        # The search evaluates many thresholds: it uses the masked path
+        # (identical decisions and costs), compiled once, threshold as input.
+        def cost_fn(x, tau):
+            _, gates, _ = self._dense(x, training=False, rule=("threshold", tau[:, None]))
+            return self._cost_of(gates)
+
+        run = fast_path.compile_inference(cost_fn, self.variables)
+        size = batch_size or 64
+
         def mean_cost(tau):
-            _, c = self._predict_rule(images, ("threshold", tau), batch_size or 64)
-            return float(np.mean(c))
+            costs = []
+            for start in range(0, len(images), size):
+                batch = images[start : start + size]
+                taus = np.full((len(batch),), tau, dtype="float32")
+                costs.append(ops.convert_to_numpy(run(ops.convert_to_tensor(batch),
+                                                      ops.convert_to_tensor(taus))))
+            return float(np.mean(np.concatenate(costs)))
 
         result = {"budgets": [], "thresholds": [], "mean_flops": []}
         for b in budgets:
@@ -1012,6 +1027,12 @@ def DMNNMobileNetV2CIFAR(sub_blocks=2, target_rate=0.9, num_classes=100,
     return DMNNMobileNetV2(sub_blocks=sub_blocks, target_rate=target_rate, cifar=True,
                            num_classes=num_classes, input_shape=input_shape, weights=weights,
                            **kwargs)
+
+
+def _sub_block_bucket(n):
+    """JAX: the gathered batch of a sub-block is padded to a multiple of 8
+    (at most 7 wasted rows) so that few shapes are compiled."""
+    return n if n <= 1 else -(-n // 8) * 8
 
 
 def _batches(x, batch_size):
