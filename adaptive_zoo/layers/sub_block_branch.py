@@ -317,10 +317,14 @@ class SubBlockBranch(keras.layers.Layer):
         """
         fns = sub_block_fns or [lambda x, b=b: b(x, training=False) for b in self.sub_blocks]
         out = inputs
+        batch = inputs.shape[0]
         for i, fn in enumerate(fns):
             index = ops.nonzero(decisions[:, i])[0]
             count = index.shape[0]
             if count == 0:
+                continue
+            if count is not None and count == batch:  # on for every image: no gather
+                out = out + fn(inputs)
                 continue
             update = fn(ops.take(inputs, index, axis=0))
             out = fast_path.scatter_add_rows(out, index, update)
