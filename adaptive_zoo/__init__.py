@@ -1,15 +1,23 @@
 """adaptive_zoo: adaptive-inference CNNs for Keras 3."""
 
-from adaptive_zoo import budget, convert, weights
+from adaptive_zoo import budget, convert, losses, weights
 from adaptive_zoo.budget import calibrate
 from adaptive_zoo.cost import Profile, profile
-from adaptive_zoo.layers import MultiScaleDenseExit
+from adaptive_zoo.layers import GumbelGate, MultiScaleDenseExit, SubBlockBranch
 from adaptive_zoo.models import (
+    DMNN,
+    DMNN50,
+    DMNN50CIFAR,
+    DMNN101,
+    DMNN101CIFAR,
     MSDNet,
     MSDNetCIFARAnytime,
     MSDNetCIFARBudgeted,
     MSDNetImageNet,
     MSDNetTiny,
+    DMNNMobileNetV2,
+    DMNNMobileNetV2CIFAR,
+    DMNNResNet,
     MultiExitModel,
     RANet,
     RANetCIFARAnytime,

@@ -7,13 +7,16 @@ size changes from call to call (the survivors of an early exit).
   ever compiled. Padding wastes at most 1/8 of a stage's work.
 - PyTorch: eager, under `torch.no_grad()`, with denormals flushed to zero.
 
+Plus one backend-native primitive, `scatter_add_rows` (the scatter-add of the
+gated sub-blocks' results), where `keras.ops` is slower than the dense path.
+
 Everything else in the package uses `keras.ops`.
 """
 
 import keras
 from keras import tree
 
-__all__ = ["bucket_size", "compile_inference"]
+__all__ = ["bucket_size", "compile_inference", "scatter_add_rows"]
 
 
 def bucket_size(n):
@@ -30,13 +33,15 @@ def bucket_size(n):
     return m << e
 
 
-def compile_inference(fn, variables):
+def compile_inference(fn, variables, bucket=None):
     """Compile `fn(*tensors)` for inference on the current backend.
 
     Args:
         fn: a function of tensors with a leading batch axis, returning a
             (nested) structure of such tensors. It may read `variables`.
         variables: every Keras variable that `fn` reads.
+        bucket: JAX only: the padded batch size for a batch of `n`
+            (default `bucket_size`).
 
     Returns:
         A callable with the same signature, compiled where the backend allows
@@ -48,7 +53,7 @@ def compile_inference(fn, variables):
 
         return tf.function(fn, reduce_retracing=True, jit_compile=False)
     if backend == "jax":
-        return _jax_bucketed(fn, list(variables))
+        return _jax_bucketed(fn, list(variables), bucket or bucket_size)
     if backend == "torch":
         import torch
 
@@ -65,7 +70,7 @@ def compile_inference(fn, variables):
     return fn
 
 
-def _jax_bucketed(fn, variables):
+def _jax_bucketed(fn, variables, bucket=bucket_size):
     import jax
     import jax.numpy as jnp
 
@@ -77,7 +82,7 @@ def _jax_bucketed(fn, variables):
 
     def run(*args):
         n = tree.flatten(args)[0].shape[0]
-        size = bucket_size(n)
+        size = bucket(n)
         if size != n:
             pad = lambda a: jnp.pad(a, [(0, size - n)] + [(0, 0)] * (a.ndim - 1))  # noqa: E731
             args = tree.map_structure(pad, args)
@@ -88,3 +93,32 @@ def _jax_bucketed(fn, variables):
 
     return run
 
+
+def scatter_add_rows(target, indices, updates):
+    """`target[indices] += updates` along the batch axis, out of place.
+
+    Each backend's native scatter-add: `tf.tensor_scatter_nd_add`, JAX's
+    `.at[].add`, `torch.index_add`. (`keras.ops.segment_sum` followed by an
+    add was measured 2.4x slower than the dense path on torch.)
+
+    Args:
+        target: `(batch, ...)` tensor.
+        indices: `(k,)` integer row indices into `target` (distinct).
+        updates: `(k, ...)` rows to add.
+
+    Returns:
+        A new tensor shaped like `target`.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        indices = tf.cast(tf.reshape(indices, (-1, 1)), "int32")
+        return tf.tensor_scatter_nd_add(target, indices, tf.cast(updates, target.dtype))
+    if backend == "jax":
+        return target.at[indices].add(updates.astype(target.dtype))
+    if backend == "torch":
+        import torch
+
+        return torch.index_add(target, 0, indices.to(torch.long), updates.to(target.dtype))
+    raise NotImplementedError(f"No scatter-add for the {backend} backend.")

@@ -44,6 +44,17 @@ REGISTRY = {
                     "or convert it with adaptive_zoo.convert.from_authors('ranet', flags, path)."
                 ),
             },
+            "dmnn": {
+                "url": None,
+                "sha256": None,
+                "how": (
+                    "The DMNN authors publish no checkpoint, and we have not trained one on "
+                    "ImageNet. Train it yourself with our training recipe (model.compile(...) "
+                    "and model.fit(...) with the resource-constrained loss built into the "
+                    "model), save it with model.save_weights('dmnn.weights.h5'), and pass "
+                    "that path: DMNN50(sub_blocks=2, weights='dmnn.weights.h5')."
+                ),
+            },
         },
     },
 }

@@ -12,3 +12,10 @@ from adaptive_zoo.layers.multi_scale_dense import (
     RANetStem,
     resize_bilinear_aligned,
 )
+from adaptive_zoo.layers.gumbel_gate import GumbelGate
+from adaptive_zoo.layers.sub_block_branch import (
+    BottleneckSubBlock,
+    ConvBNAct,
+    InvertedResidualSubBlock,
+    SubBlockBranch,
+)

@@ -14,3 +14,13 @@ from adaptive_zoo.models.ranet import (
     RANetCIFARBudgeted,
     RANetImageNet,
 )
+from adaptive_zoo.models.dmnn import (
+    DMNN,
+    DMNN50,
+    DMNN50CIFAR,
+    DMNN101,
+    DMNN101CIFAR,
+    DMNNMobileNetV2,
+    DMNNMobileNetV2CIFAR,
+    DMNNResNet,
+)

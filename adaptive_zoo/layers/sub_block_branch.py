@@ -1,0 +1,349 @@
+"""SubBlockBranch: the `N` parallel sub-blocks of a DMNN residual block.
+
+`output = act(x + sum_i g_i * f_i(x))` with per-image gates `g_i in {0, 1}`.
+
+- Training (`call`): the dense, differentiable path; every sub-block runs on
+  the whole batch and is multiplied by its (straight-through) gate.
+- Inference (`skip`): per sub-block, gather the images for which it is on, run
+  it on them only, and scatter-add the result back onto the identity
+  (`fast_path.scatter_add_rows`, each backend's native scatter-add). Images
+  for which a sub-block is off cost nothing in it.
+
+Sub-blocks: ResNet bottlenecks (`1x1 -> 3x3 -> 1x1`, BN after each) or
+MobileNetV2 inverted residuals (`1x1 expand -> 3x3 depthwise -> 1x1 project`,
+ReLU6), both with PyTorch's padding and BatchNorm constants.
+"""
+
+import keras
+from keras import ops
+
+from adaptive_zoo import cost
+from adaptive_zoo import fast_path
+from adaptive_zoo.layers.conv_bn import batch_norm
+
+__all__ = ["BottleneckSubBlock", "ConvBNAct", "InvertedResidualSubBlock", "SubBlockBranch"]
+
+_ACTIVATIONS = (None, "relu", "relu6")
+
+
+def _activate(x, activation):
+    if activation == "relu":
+        return ops.relu(x)
+    if activation == "relu6":
+        return ops.relu6(x)
+    return x
+
+
+@keras.saving.register_keras_serializable(package="adaptive_zoo")
+class ConvBNAct(keras.layers.Layer):
+    """Convolution (optionally depthwise) + BatchNorm + optional ReLU/ReLU6.
+
+    Symmetric padding `k // 2` as PyTorch; BatchNorm epsilon 1e-5.
+
+    Args:
+        filters: output channels (ignored for depthwise: same as input).
+        kernel_size: odd kernel size.
+        strides: stride.
+        depthwise: a depthwise convolution (groups = channels).
+        activation: `None`, `"relu"` or `"relu6"`.
+        **kwargs: base layer arguments.
+
+    Returns:
+        `(batch, H_out, W_out, filters)`.
+
+    Example:
+    ```python
+    y = ConvBNAct(16, 3, strides=2, activation="relu6")(keras.ops.ones((1, 8, 8, 4)))
+    ```
+    """
+
+    def __init__(self, filters, kernel_size=1, strides=1, depthwise=False, activation="relu",
+                 **kwargs):
+        super().__init__(**kwargs)
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}.")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}.")
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.strides = int(strides)
+        self.depthwise = bool(depthwise)
+        self.activation = activation
+        self.padding = self.kernel_size // 2
+        self._explicit_pad = self.strides > 1 and self.padding > 0
+        padding = "valid" if self._explicit_pad else "same"
+        if self.depthwise:
+            self.conv = keras.layers.DepthwiseConv2D(
+                self.kernel_size, strides=self.strides, padding=padding, use_bias=False, name="conv"
+            )
+        else:
+            self.conv = keras.layers.Conv2D(
+                self.filters, self.kernel_size, strides=self.strides, padding=padding,
+                use_bias=False, name="conv",
+            )
+        self.bn = batch_norm(name="bn")
+
+    def build(self, input_shape):
+        n, h, w, c = input_shape
+        if self._explicit_pad:
+            grow = lambda d: None if d is None else d + 2 * self.padding  # noqa: E731
+            input_shape = (n, grow(h), grow(w), c)
+        self.conv.build(input_shape)
+        self.bn.build(self.conv.compute_output_shape(input_shape))
+
+    def call(self, inputs, training=None):
+        x = inputs
+        if self._explicit_pad:
+            p = self.padding
+            x = ops.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+        x = self.bn(self.conv(x), training=training)
+        return _activate(x, self.activation)
+
+    def output_size(self, size):
+        return cost.conv_output_size(size, self.kernel_size, self.strides, self.padding)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        out = lambda d: None if d is None else self.output_size(d)  # noqa: E731
+        return (n, out(h), out(w), c if self.depthwise else self.filters)
+
+    def flops(self, input_shape):
+        """Multiply-adds for one image `(H, W, C)`."""
+        h, w, c = input_shape
+        ho, wo = self.output_size(h), self.output_size(w)
+        c_out = c if self.depthwise else self.filters
+        total = cost.conv_flops(c, c_out, self.kernel_size, ho, wo, groups=c if self.depthwise else 1)
+        if self.activation:
+            total += cost.relu_flops(ho, wo, c_out)
+        return total
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, kernel_size=self.kernel_size, strides=self.strides,
+                      depthwise=self.depthwise, activation=self.activation)
+        return config
+
+
+class _Sequence(keras.layers.Layer):
+    """A chain of `ConvBNAct` layers with a summed cost."""
+
+    def _chain(self):
+        raise NotImplementedError
+
+    def build(self, input_shape):
+        shape = input_shape
+        for layer in self._chain():
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for layer in self._chain():
+            x = layer(x, training=training)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        shape = input_shape
+        for layer in self._chain():
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+    def flops(self, input_shape):
+        """Multiply-adds for one image `(H, W, C)`."""
+        shape, total = (None,) + tuple(input_shape), 0
+        for layer in self._chain():
+            total += layer.flops(shape[1:])
+            shape = layer.compute_output_shape(shape)
+        return total
+
+
+@keras.saving.register_keras_serializable(package="adaptive_zoo")
+class BottleneckSubBlock(_Sequence):
+    """ResNet bottleneck residual function: `1x1 (width) -> 3x3 -> 1x1 (filters)`.
+
+    No shortcut and no final ReLU (the branch adds the identity and applies
+    the activation). The last BatchNorm is this sub-block's own.
+
+    Args:
+        width: inner width.
+        filters: output channels.
+        strides: stride of the 3x3 convolution.
+        **kwargs: base layer arguments.
+
+    Returns:
+        `(batch, H_out, W_out, filters)`.
+
+    Example:
+    ```python
+    f = BottleneckSubBlock(width=8, filters=32)
+    y = f(keras.ops.ones((2, 8, 8, 32)))  # (2, 8, 8, 32)
+    ```
+    """
+
+    def __init__(self, width, filters, strides=1, **kwargs):
+        super().__init__(**kwargs)
+        self.width, self.filters, self.strides = int(width), int(filters), int(strides)
+        self.conv1 = ConvBNAct(self.width, 1, name="conv1")
+        self.conv2 = ConvBNAct(self.width, 3, strides=self.strides, name="conv2")
+        self.conv3 = ConvBNAct(self.filters, 1, activation=None, name="conv3")
+
+    def _chain(self):
+        return (self.conv1, self.conv2, self.conv3)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(width=self.width, filters=self.filters, strides=self.strides)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="adaptive_zoo")
+class InvertedResidualSubBlock(_Sequence):
+    """MobileNetV2 inverted residual function: `1x1 expand -> 3x3 dw -> 1x1 project`.
+
+    Args:
+        width: expanded (hidden) width.
+        filters: output channels.
+        strides: stride of the depthwise convolution.
+        expand: whether there is an expansion convolution (False for
+            MobileNetV2's first block, whose expansion ratio is 1).
+        **kwargs: base layer arguments.
+
+    Returns:
+        `(batch, H_out, W_out, filters)`, no activation after the projection.
+
+    Example:
+    ```python
+    f = InvertedResidualSubBlock(width=48, filters=8)
+    y = f(keras.ops.ones((2, 8, 8, 8)))  # (2, 8, 8, 8)
+    ```
+    """
+
+    def __init__(self, width, filters, strides=1, expand=True, **kwargs):
+        super().__init__(**kwargs)
+        self.width, self.filters, self.strides = int(width), int(filters), int(strides)
+        self.expand = bool(expand)
+        self.expand_conv = ConvBNAct(self.width, 1, activation="relu6", name="expand") if expand else None
+        self.depthwise_conv = ConvBNAct(self.width, 3, strides=self.strides, depthwise=True,
+                                        activation="relu6", name="depthwise")
+        self.project_conv = ConvBNAct(self.filters, 1, activation=None, name="project")
+
+    def _chain(self):
+        chain = (self.depthwise_conv, self.project_conv)
+        return ((self.expand_conv,) + chain) if self.expand else chain
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(width=self.width, filters=self.filters, strides=self.strides,
+                      expand=self.expand)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="adaptive_zoo")
+class SubBlockBranch(keras.layers.Layer):
+    """`N` parallel sub-blocks summed onto the identity where each is on.
+
+    Args:
+        kind: `"bottleneck"` (ResNet) or `"inverted_residual"` (MobileNetV2).
+        widths: inner width of each sub-block (its length is `N`).
+        filters: channels of the block (input = output, the identity is kept).
+        activation: `"relu"` after the sum (ResNet) or `None` (MobileNetV2).
+        **kwargs: base layer arguments.
+
+    Call arguments:
+        inputs: `(batch, H, W, filters)`.
+        gates: `(batch, N)` floats; `None` runs every sub-block.
+        training: training mode.
+
+    Returns:
+        `act(inputs + sum_i gates[:, i] * f_i(inputs))`, same shape as inputs.
+
+    Example:
+    ```python
+    branch = SubBlockBranch("bottleneck", widths=(4, 4), filters=16)
+    x = keras.ops.ones((3, 8, 8, 16))
+    dense = branch(x, gates)                       # training / reference path
+    sparse = branch.skip(x, keras.ops.convert_to_tensor(gates) > 0.5)  # real skipping
+    ```
+    """
+
+    def __init__(self, kind, widths, filters, activation="relu", **kwargs):
+        super().__init__(**kwargs)
+        if kind not in ("bottleneck", "inverted_residual"):
+            raise ValueError(f"kind must be 'bottleneck' or 'inverted_residual', got {kind!r}.")
+        widths = [int(w) for w in widths]
+        if not widths or min(widths) < 1:
+            raise ValueError(f"widths needs at least one positive width, got {widths}.")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}.")
+        self.kind, self.widths, self.filters = kind, widths, int(filters)
+        self.activation = activation
+        make = BottleneckSubBlock if kind == "bottleneck" else InvertedResidualSubBlock
+        self.sub_blocks = [make(w, self.filters, name=f"sub_block{i}") for i, w in enumerate(widths)]
+
+    @property
+    def num_sub_blocks(self):
+        return len(self.sub_blocks)
+
+    def build(self, inputs_shape, gates_shape=None):
+        if inputs_shape[-1] != self.filters:
+            raise ValueError(
+                f"{self.name} keeps the identity: it takes {self.filters} channels, got "
+                f"input shape {inputs_shape}."
+            )
+        for block in self.sub_blocks:
+            block.build(inputs_shape)
+
+    def call(self, inputs, gates=None, training=None):
+        out = inputs
+        for i, block in enumerate(self.sub_blocks):
+            y = block(inputs, training=training)
+            if gates is not None:
+                y = y * ops.cast(ops.reshape(gates[:, i], (-1, 1, 1, 1)), y.dtype)
+            out = out + y
+        return _activate(out, self.activation)
+
+    def skip(self, inputs, decisions, sub_block_fns=None):
+        """Inference with real skipping.
+
+        Args:
+            inputs: `(batch, H, W, C)`.
+            decisions: `(batch, N)` booleans, which sub-blocks run per image.
+            sub_block_fns: optional replacements for the sub-blocks' calls
+                (compiled versions, see `fast_path.compile_inference`).
+
+        Returns:
+            The same values as `call(inputs, gates)` in inference mode, with
+            each sub-block computed only on the images for which it is on.
+        """
+        fns = sub_block_fns or [lambda x, b=b: b(x, training=False) for b in self.sub_blocks]
+        out = inputs
+        batch = inputs.shape[0]
+        for i, fn in enumerate(fns):
+            index = ops.nonzero(decisions[:, i])[0]
+            count = index.shape[0]
+            if count == 0:
+                continue
+            if count is not None and count == batch:  # on for every image: no gather
+                out = out + fn(inputs)
+                continue
+            update = fn(ops.take(inputs, index, axis=0))
+            out = fast_path.scatter_add_rows(out, index, update)
+        return _activate(out, self.activation)
+
+    def compute_output_shape(self, inputs_shape, gates_shape=None):
+        return inputs_shape
+
+    def sub_block_flops(self, input_shape):
+        """Multiply-adds of each sub-block for one image `(H, W, C)`, a list."""
+        return [block.flops(input_shape) for block in self.sub_blocks]
+
+    def fixed_flops(self, input_shape):
+        """Cost that does not depend on the gates (the final activation)."""
+        h, w, c = input_shape
+        return cost.relu_flops(h, w, c) if self.activation else 0
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(kind=self.kind, widths=list(self.widths), filters=self.filters,
+                      activation=self.activation)
+        return config

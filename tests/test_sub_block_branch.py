@@ -1,0 +1,62 @@
+"""SubBlockBranch: the skipping path equals the dense path; scatter-add; cost."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from adaptive_zoo import fast_path
+from adaptive_zoo.layers import BottleneckSubBlock, SubBlockBranch
+
+
+@pytest.mark.parametrize("kind,activation", [("bottleneck", "relu"), ("inverted_residual", None)])
+def test_skipping_equals_dense_for_the_same_decisions(kind, activation):
+    branch = SubBlockBranch(kind, widths=(6, 5, 4), filters=8, activation=activation)
+    rng = np.random.RandomState(0)
+    x = rng.randn(7, 5, 5, 8).astype("float32")
+    decisions = rng.rand(7, 3) > 0.5
+    decisions[:, 2] = False  # a sub-block nobody runs
+    dense = branch(x, decisions.astype("float32"))
+    sparse = branch.skip(ops.convert_to_tensor(x), ops.convert_to_tensor(decisions))
+    np.testing.assert_allclose(ops.convert_to_numpy(sparse), ops.convert_to_numpy(dense),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_all_off_is_the_identity():
+    branch = SubBlockBranch("bottleneck", widths=(4, 4), filters=8, activation=None)
+    x = np.random.RandomState(1).randn(3, 4, 4, 8).astype("float32")
+    out = branch.skip(ops.convert_to_tensor(x), ops.convert_to_tensor(np.zeros((3, 2), bool)))
+    np.testing.assert_allclose(ops.convert_to_numpy(out), x)
+
+
+def test_scatter_add_rows_matches_numpy():
+    target = np.arange(24, dtype="float32").reshape(4, 3, 2)
+    updates = np.ones((2, 3, 2), "float32") * np.array([10.0, 20.0], "float32")[:, None, None]
+    out = fast_path.scatter_add_rows(ops.convert_to_tensor(target),
+                                     ops.convert_to_tensor(np.array([3, 1], "int32")),
+                                     ops.convert_to_tensor(updates))
+    expected = target.copy()
+    expected[3] += 10.0
+    expected[1] += 20.0
+    np.testing.assert_allclose(ops.convert_to_numpy(out), expected)
+
+
+def test_sub_block_flops_and_params_follow_the_convention():
+    block = BottleneckSubBlock(width=4, filters=16)
+    block.build((None, 8, 8, 16))
+    # 1x1 16->4, 3x3 4->4, 1x1 4->16 (+ two ReLUs), BN affine pairs.
+    assert block.flops((8, 8, 16)) == 64 * (16 * 4 + 9 * 16 + 4 * 16) + 2 * 64 * 4
+    params = sum(int(np.prod(v.shape)) for v in block.trainable_variables)
+    assert params == 16 * 4 + 9 * 16 + 4 * 16 + 2 * (4 + 4 + 16)
+
+
+def test_config_round_trip_and_bad_arguments():
+    branch = SubBlockBranch("inverted_residual", widths=(12, 12), filters=8, activation=None)
+    clone = SubBlockBranch.from_config(branch.get_config())
+    assert clone.get_config() == branch.get_config()
+    with pytest.raises(ValueError, match="kind"):
+        SubBlockBranch("dense", widths=(4,), filters=8)
+    with pytest.raises(ValueError, match="widths"):
+        SubBlockBranch("bottleneck", widths=(), filters=8)
+    with pytest.raises(ValueError, match="identity"):
+        SubBlockBranch("bottleneck", widths=(4,), filters=8).build((None, 4, 4, 6))
