@@ -28,14 +28,7 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def full_size():
-    """Full-size models, built once (parameter counts and FLOPs need them).
-
-    Skipped on JAX: building them costs minutes of random-initializer
-    compiles there, and the counts are backend-independent arithmetic that
-    the TensorFlow and PyTorch runs check.
-    """
-    if keras.backend.backend() == "jax":
-        pytest.skip("full-size models: checked on tensorflow and torch (JAX init compiles)")
+    """Full-size models, built once (parameter counts and FLOPs need them)."""
     return {
         "resnet50": az.DMNN50(sub_blocks=1),
         "dmnn50_n2": az.DMNN50(sub_blocks=2, target_rate=0.5),

@@ -19,7 +19,7 @@ from keras import ops
 
 from adaptive_zoo import cost
 from adaptive_zoo import fast_path
-from adaptive_zoo.layers.conv_bn import batch_norm
+from adaptive_zoo.layers.conv_bn import AuthorsInit, batch_norm
 
 __all__ = ["BottleneckSubBlock", "ConvBNAct", "InvertedResidualSubBlock", "SubBlockBranch"]
 
@@ -74,12 +74,13 @@ class ConvBNAct(keras.layers.Layer):
         padding = "valid" if self._explicit_pad else "same"
         if self.depthwise:
             self.conv = keras.layers.DepthwiseConv2D(
-                self.kernel_size, strides=self.strides, padding=padding, use_bias=False, name="conv"
+                self.kernel_size, strides=self.strides, padding=padding, use_bias=False,
+                depthwise_initializer=AuthorsInit("conv"), name="conv",
             )
         else:
             self.conv = keras.layers.Conv2D(
                 self.filters, self.kernel_size, strides=self.strides, padding=padding,
-                use_bias=False, name="conv",
+                use_bias=False, kernel_initializer=AuthorsInit("conv"), name="conv",
             )
         self.bn = batch_norm(name="bn")
 

@@ -30,6 +30,7 @@ from adaptive_zoo import cost
 from adaptive_zoo import fast_path
 from adaptive_zoo import losses as losses_lib
 from adaptive_zoo import weights as weights_lib
+from adaptive_zoo.layers.conv_bn import AuthorsInit
 from adaptive_zoo.layers.gumbel_gate import GumbelGate
 from adaptive_zoo.layers.sub_block_branch import (
     ConvBNAct,
@@ -843,7 +844,7 @@ class DMNNResNet(DMNN):
                             seed=None if seed is None else seed + len(self.gates),
                             name=f"{name}_gate"))
                 self.block_stage.append(s)
-        self.head = [keras.layers.Dense(self.num_classes, name="classifier")]
+        self.head = [keras.layers.Dense(self.num_classes, kernel_initializer=AuthorsInit("dense"), name="classifier")]
         self._finish(weights, family="dmnn")
 
     def _family_config(self):
@@ -943,7 +944,7 @@ class DMNNMobileNetV2(DMNN):
         self.blocks.append(ConvBNAct(last, 1, activation="relu6", name="last_conv"))
         self.block_stage.append(stage)
         self.head = [keras.layers.Dropout(self.dropout, name="dropout"),
-                     keras.layers.Dense(self.num_classes, name="classifier")]
+                     keras.layers.Dense(self.num_classes, kernel_initializer=AuthorsInit("dense"), name="classifier")]
         self._finish(weights, family="dmnn")
 
     def _family_config(self):
