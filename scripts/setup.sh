@@ -12,7 +12,8 @@ stamp="$VENV/.adaptive_zoo-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch first, pinned: 2.13.0 is the local CPU wheel; an unpinned torch pulls CUDA packages.
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check torch==2.13.0
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[tensorflow,jax,torch,data,test]"
+  quiet() { { "$@" 2>&1; } | { grep -v "^WARNING: Location" || true; }; }
+  quiet "$VENV/bin/pip" install --quiet --disable-pip-version-check torch==2.13.0
+  quiet "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[tensorflow,jax,torch,data,test]"
   echo "$want" > "$stamp"
 fi

@@ -9,10 +9,20 @@ import numpy as np
 
 from adaptive_zoo.layers.conv_bn import ConvBNReLU
 
-__all__ = ["assign", "conv_bn_entries", "conv_entries", "bn_entries", "dense_entries"]
+__all__ = ["assign", "dash_list", "conv_bn_entries", "conv_entries", "bn_entries", "dense_entries"]
 
 # Buffers PyTorch saves that have no Keras counterpart.
 _IGNORED_SUFFIXES = (".num_batches_tracked",)
+
+
+def dash_list(value, key):
+    """The authors' `'1-2-4'` flags (or a list) as a list of ints."""
+    if isinstance(value, str):
+        try:
+            return [int(v) for v in value.split("-")]
+        except ValueError:
+            raise ValueError(f"{key} must look like '1-2-4', got {value!r}.") from None
+    return [int(v) for v in value]
 
 
 def _oihw_to_hwio(w):

@@ -1,6 +1,6 @@
 """The authors' MSDNet (kalviny/MSDNet-PyTorch): flags and tensor names."""
 
-from adaptive_zoo.convert.mapping import conv_bn_entries, conv_entries, bn_entries, dense_entries
+from adaptive_zoo.convert.mapping import bn_entries, conv_bn_entries, conv_entries, dash_list, dense_entries
 from adaptive_zoo.layers.multi_scale_dense import MSDLayer, MSDStem, MSDTransition
 
 # The authors' argument names that shape the network, and their defaults.
@@ -14,15 +14,6 @@ OTHER_FLAGS = {"arch", "nScales", "num_classes", "seed", "save", "epochs", "batc
                "momentum", "weight_decay", "optimizer", "print_freq", "workers", "use_valid",
                "data_root", "evalmode", "evaluate_from", "resume", "gpu", "start_epoch",
                "lr_type", "decay_rate", "splits"}
-
-
-def _factors(value, key):
-    if isinstance(value, str):
-        try:
-            return [int(v) for v in value.split("-")]
-        except ValueError:
-            raise ValueError(f"{key} must look like '1-2-4', got {value!r}.") from None
-    return [int(v) for v in value]
 
 
 def model_kwargs(config):
@@ -39,7 +30,7 @@ def model_kwargs(config):
     data = flags["data"]
     if data not in ("cifar10", "cifar100", "ImageNet"):
         raise ValueError(f"data must be cifar10, cifar100 or ImageNet, got {data!r}.")
-    gr, bn = _factors(flags["grFactor"], "grFactor"), _factors(flags["bnFactor"], "bnFactor")
+    gr, bn = dash_list(flags["grFactor"], "grFactor"), dash_list(flags["bnFactor"], "bnFactor")
     if len(gr) != len(bn):
         raise ValueError(f"grFactor {flags['grFactor']!r} and bnFactor {flags['bnFactor']!r} "
                          "must have one entry per scale.")

@@ -1,6 +1,6 @@
 """The authors' RANet (yangle15/RANet-pytorch): flags and tensor names."""
 
-from adaptive_zoo.convert.mapping import bn_entries, conv_bn_entries, conv_entries, dense_entries
+from adaptive_zoo.convert.mapping import bn_entries, conv_bn_entries, conv_entries, dash_list, dense_entries
 from adaptive_zoo.layers.multi_scale_dense import RANetBlock, RANetFusionBlock
 
 # The authors' argument names that shape the network, and their defaults
@@ -17,15 +17,6 @@ OTHER_FLAGS = {"arch", "nScales", "num_classes", "num_exits", "seed", "save", "e
                "workers", "use_valid", "data_root", "evalmode", "evaluate_from", "resume", "gpu",
                "start_epoch", "lr_type", "decay_rate", "splits"}
 _CLASSES = {"cifar10": 10, "cifar100": 100, "ImageNet": 1000}
-
-
-def _ints(value, key):
-    if isinstance(value, str):
-        try:
-            return [int(v) for v in value.split("-")]
-        except ValueError:
-            raise ValueError(f"{key} must look like '1-2-3', got {value!r}.") from None
-    return [int(v) for v in value]
 
 
 def model_kwargs(config):
@@ -49,8 +40,8 @@ def model_kwargs(config):
         raise ValueError(f"data must be cifar10, cifar100 or ImageNet, got {data!r}.")
     if "arch" in config and config["arch"] != "RANet":
         raise ValueError(f"arch={config['arch']!r} is not a RANet configuration.")
-    scales = _ints(flags["scale_list"], "scale_list")
-    gr, bn = _ints(flags["grFactor"], "grFactor"), _ints(flags["bnFactor"], "bnFactor")
+    scales = dash_list(flags["scale_list"], "scale_list")
+    gr, bn = dash_list(flags["grFactor"], "grFactor"), dash_list(flags["bnFactor"], "bnFactor")
     if not len(scales) == len(gr) == len(bn):
         raise ValueError(
             f"scale_list {flags['scale_list']!r}, grFactor {flags['grFactor']!r} and bnFactor "

@@ -28,6 +28,7 @@ from keras import ops
 from adaptive_zoo import budget as budget_lib
 from adaptive_zoo import cost
 from adaptive_zoo import fast_path
+from adaptive_zoo.models.inputs import check_image_batch
 from adaptive_zoo import losses as losses_lib
 from adaptive_zoo import weights as weights_lib
 from adaptive_zoo.layers.conv_bn import AuthorsInit
@@ -317,25 +318,7 @@ class DMNN(keras.Model):
     # Input checks and budget rules.
     # ------------------------------------------------------------------ #
     def _check_inputs(self, inputs):
-        shape = tuple(inputs.shape)
-        if len(shape) != 4:
-            raise ValueError(
-                f"{self.name} takes a batch of images (batch, H, W, C) = (batch, "
-                f"{', '.join(map(str, self.image_shape))}); got an input of rank {len(shape)} "
-                f"with shape {shape}."
-            )
-        if shape[-1] is not None and int(shape[-1]) != self.image_shape[-1]:
-            raise ValueError(
-                f"{self.name} takes images with {self.image_shape[-1]} channels (NHWC); got "
-                f"{shape[-1]} channels in an input of shape {shape}. Channels-first input "
-                "must be transposed to (batch, H, W, C)."
-            )
-        for got, want, axis in zip(shape[1:3], self.image_shape[:2], ("height", "width")):
-            if got is not None and int(got) != want:
-                raise ValueError(
-                    f"{self.name} was built for {self.image_shape[0]}x{self.image_shape[1]} "
-                    f"images; got {axis} {got} in an input of shape {shape}."
-                )
+        check_image_batch(self.name, self.image_shape, inputs)
 
     def topk_plan(self, budget):
         """Sub-blocks to run per gated block for `budget` (uncalibrated rule).

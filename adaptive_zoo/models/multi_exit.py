@@ -22,6 +22,7 @@ from keras import ops
 
 from adaptive_zoo import budget as budget_lib
 from adaptive_zoo import fast_path
+from adaptive_zoo.models.inputs import check_image_batch
 
 __all__ = ["MultiExitModel"]
 
@@ -124,25 +125,7 @@ class MultiExitModel(keras.Model):
         self.built = True
 
     def _check_inputs(self, inputs):
-        shape = tuple(inputs.shape)
-        if len(shape) != 4:
-            raise ValueError(
-                f"{self.name} takes a batch of images (batch, H, W, C) = "
-                f"(batch, {', '.join(map(str, self.image_shape))}); got an input of rank "
-                f"{len(shape)} with shape {shape}."
-            )
-        if shape[-1] is not None and int(shape[-1]) != self.image_shape[-1]:
-            raise ValueError(
-                f"{self.name} takes images with {self.image_shape[-1]} channels (NHWC); got "
-                f"{shape[-1]} channels in an input of shape {shape}. Channels-first input "
-                "must be transposed to (batch, H, W, C)."
-            )
-        for got, want, axis in zip(shape[1:3], self.image_shape[:2], ("height", "width")):
-            if got is not None and int(got) != want:
-                raise ValueError(
-                    f"{self.name} was built for {self.image_shape[0]}x{self.image_shape[1]} "
-                    f"images; got {axis} {got} in an input of shape {shape}."
-                )
+        check_image_batch(self.name, self.image_shape, inputs)
 
     # ------------------------------------------------------------------ #
     # The forward passes.
