@@ -139,11 +139,24 @@ class ConvBNReLU(keras.layers.Layer):
         if self._explicit_pad:
             p = self.padding
             x = ops.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-        x = self.conv(x)
-        x = self.bn(x, training=training)
+        if training:
+            x = self.bn(self.conv(x), training=True)
+        else:
+            x = self._folded_conv(x)
         if self.activation:
             x = ops.relu(x)
         return x
+
+    def _folded_conv(self, x):
+        """Inference: BatchNorm folded into the convolution (one pass fewer)."""
+        bn = self.bn
+        scale = bn.gamma * ops.rsqrt(bn.moving_variance + bn.epsilon)
+        shift = bn.beta - bn.moving_mean * scale
+        if self.use_bias:
+            shift = shift + self.conv.bias * scale
+        x = ops.conv(x, self.conv.kernel * scale, strides=self.strides,
+                     padding="valid" if self._explicit_pad else "same")
+        return x + shift
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape
