@@ -9,7 +9,7 @@ import numpy as np
 
 from adaptive_zoo.layers.conv_bn import ConvBNReLU
 
-__all__ = ["assign", "dash_list", "conv_bn_entries", "conv_entries", "bn_entries", "dense_entries"]
+__all__ = ["assign", "dash_list", "exit_head_entries", "conv_bn_entries", "conv_entries", "bn_entries", "dense_entries"]
 
 # Buffers PyTorch saves that have no Keras counterpart.
 _IGNORED_SUFFIXES = (".num_batches_tracked",)
@@ -57,6 +57,16 @@ def conv_bn_entries(conv_prefix, bn_prefix, block):
     if not isinstance(block, ConvBNReLU):
         raise TypeError(f"Expected ConvBNReLU, got {type(block).__name__}.")
     return {**conv_entries(conv_prefix, block.conv), **bn_entries(bn_prefix, block.bn)}
+
+
+def exit_head_entries(prefix, head):
+    """Entries of a `MultiScaleDenseExit` under the authors' `ClassifierModule`
+    names (MSDNet and RANet name their exits the same way)."""
+    return {
+        **conv_bn_entries(f"{prefix}.m.0.net.0", f"{prefix}.m.0.net.1", head.conv1),
+        **conv_bn_entries(f"{prefix}.m.1.net.0", f"{prefix}.m.1.net.1", head.conv2),
+        **dense_entries(f"{prefix}.linear", head.dense),
+    }
 
 
 def _strip(name):

@@ -1,6 +1,6 @@
 """The authors' MSDNet (kalviny/MSDNet-PyTorch): flags and tensor names."""
 
-from adaptive_zoo.convert.mapping import bn_entries, conv_bn_entries, conv_entries, dash_list, dense_entries
+from adaptive_zoo.convert.mapping import bn_entries, conv_bn_entries, conv_entries, dash_list, exit_head_entries
 from adaptive_zoo.layers.multi_scale_dense import MSDLayer, MSDStem, MSDTransition
 
 # The authors' argument names that shape the network, and their defaults.
@@ -82,8 +82,5 @@ def entries(model):
             else:
                 raise TypeError(f"Unexpected layer {type(layer).__name__} in an MSDNet block.")
     for k, head in enumerate(model.heads):
-        prefix = f"classifier.{k}"
-        result.update(conv_bn_entries(f"{prefix}.m.0.net.0", f"{prefix}.m.0.net.1", head.conv1))
-        result.update(conv_bn_entries(f"{prefix}.m.1.net.0", f"{prefix}.m.1.net.1", head.conv2))
-        result.update(dense_entries(f"{prefix}.linear", head.dense))
+        result.update(exit_head_entries(f"classifier.{k}", head))
     return result

@@ -1,6 +1,6 @@
 """The authors' RANet (yangle15/RANet-pytorch): flags and tensor names."""
 
-from adaptive_zoo.convert.mapping import bn_entries, conv_bn_entries, conv_entries, dash_list, dense_entries
+from adaptive_zoo.convert.mapping import bn_entries, conv_bn_entries, conv_entries, dash_list, exit_head_entries
 from adaptive_zoo.layers.multi_scale_dense import RANetBlock, RANetFusionBlock
 
 # The authors' argument names that shape the network, and their defaults
@@ -113,8 +113,5 @@ def entries(model):
             if block.trans is not None:
                 result.update(_basic(f"{prefix}.trans", block.trans))
     for k, head in enumerate(model.heads):
-        prefix = f"classifier.{k}"
-        result.update(conv_bn_entries(f"{prefix}.m.0.net.0", f"{prefix}.m.0.net.1", head.conv1))
-        result.update(conv_bn_entries(f"{prefix}.m.1.net.0", f"{prefix}.m.1.net.1", head.conv2))
-        result.update(dense_entries(f"{prefix}.linear", head.dense))
+        result.update(exit_head_entries(f"classifier.{k}", head))
     return result
