@@ -51,10 +51,10 @@ def test_early_exit_through_every_stage_of_the_authors_model(authors):
     passed = confidence >= np.asarray(thresholds)[:, None]
     passed[-1] = True
     chosen = passed.argmax(0)
-    stages = [model._stage_and_exit_fn(k) for k in range(model.num_exits)]
+    stages = model._stage_fns()
     ours, cost = model._early_exit(keras.ops.convert_to_tensor(x), thresholds, stages)
-    assert relative_error(keras.ops.convert_to_numpy(ours), dense[chosen, np.arange(n)]) < 1e-4
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(cost), np.asarray(model.exit_flops())[chosen])
+    assert relative_error(ours, dense[chosen, np.arange(n)]) < 1e-4
+    np.testing.assert_allclose(cost, np.asarray(model.exit_flops())[chosen])
     assert set(chosen.tolist()) == {1, model.num_exits - 1}
 
 
@@ -127,7 +127,7 @@ def test_exited_samples_are_not_computed_further(tiny):
     thresholds = [0.0] + [2.0] * (n_exits - 1)  # everyone leaves at exit 0
     tiny._stage = recording_stage
     try:
-        stages = [tiny._stage_and_exit_fn(k) for k in range(n_exits)]
+        stages = tiny._stage_fns()
         logits, cost = tiny._early_exit(keras.ops.convert_to_tensor(x), thresholds, stages)
         assert seen == [(0, 64)]
         # Half the samples leave at exit 0: later stages run on the rest only.

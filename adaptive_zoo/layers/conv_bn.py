@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from adaptive_zoo import cost
+from adaptive_zoo import cost, fast_path
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
@@ -135,28 +135,35 @@ class ConvBNReLU(keras.layers.Layer):
         return (n, grow(h), grow(w), c)
 
     def call(self, inputs, training=None):
-        x = inputs
-        if self._explicit_pad:
-            p = self.padding
-            x = ops.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
         if training:
+            x = inputs
+            if self._explicit_pad:
+                p = self.padding
+                x = ops.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
             x = self.bn(self.conv(x), training=True)
         else:
-            x = self._folded_conv(x)
+            x = self._folded_conv(inputs)
         if self.activation:
             x = ops.relu(x)
         return x
 
     def _folded_conv(self, x):
         """Inference: BatchNorm folded into the convolution (one pass fewer)."""
+        kernel, shift = fast_path.memoized(self, self._fold, self._fold_variables())
+        return fast_path.conv2d(x, kernel, shift, self.strides, self.padding)
+
+    def _fold_variables(self):
         bn = self.bn
-        scale = bn.gamma * ops.rsqrt(bn.moving_variance + bn.epsilon)
-        shift = bn.beta - bn.moving_mean * scale
-        if self.use_bias:
-            shift = shift + self.conv.bias * scale
-        x = ops.conv(x, self.conv.kernel * scale, strides=self.strides,
-                     padding="valid" if self._explicit_pad else "same")
-        return x + shift
+        variables = [self.conv.kernel, bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance]
+        return variables + ([self.conv.bias] if self.use_bias else [])
+
+    def _fold(self, kernel, gamma, beta, mean, variance, bias=None):
+        """The convolution's kernel and bias with BatchNorm folded in."""
+        scale = gamma * ops.rsqrt(variance + self.bn.epsilon)
+        shift = beta - mean * scale
+        if bias is not None:
+            shift = shift + bias * scale
+        return kernel * scale, shift
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape

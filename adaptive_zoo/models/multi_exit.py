@@ -29,12 +29,18 @@ __all__ = ["MultiExitModel"]
 _MODES = ("auto", "anytime", "budgeted")
 
 
-def _is_jax_tracer(x):
-    if keras.backend.backend() != "jax":
-        return False
-    import jax
+def _is_symbolic(x):
+    """True for a tensor being traced (jax.jit, tf.function), not a value."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
 
-    return isinstance(x, jax.core.Tracer)
+        return isinstance(x, jax.core.Tracer)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.is_symbolic_tensor(x)
+    return False
 
 
 class MultiExitModel(keras.Model):
@@ -179,15 +185,15 @@ class MultiExitModel(keras.Model):
             k = budget_lib.anytime_exit(self.exit_flops(), budget)
             logits = self._anytime(inputs, k)
             return self._with_cost(logits, self.path_flops(k), inputs, return_cost)
-        if _is_jax_tracer(inputs):
+        if _is_symbolic(inputs):
             raise ValueError(
-                "Early exit has data-dependent shapes, which jax.jit cannot trace. Call the "
-                "model eagerly, or use model.predict(x, budget=...), which compiles each "
-                "stage separately."
+                "Early exit has data-dependent shapes, which a traced function (jax.jit, "
+                "tf.function) cannot hold. Call the model eagerly, or use "
+                "model.predict(x, budget=...), which compiles each stage separately."
             )
-        stages = [self._stage_and_exit_fn(k) for k in range(self.num_exits)]
-        logits, cost = self._early_exit(inputs, thresholds, stages)
-        return (logits, cost) if return_cost else logits
+        logits, cost = self._early_exit(inputs, thresholds, self._stage_fns())
+        logits = ops.convert_to_tensor(logits)
+        return (logits, ops.convert_to_tensor(cost)) if return_cost else logits
 
     def _with_cost(self, logits, flops, inputs, return_cost):
         if not return_cost:
@@ -220,62 +226,86 @@ class MultiExitModel(keras.Model):
         return [float(t) for t in self.calibration.thresholds_for(budget)]
 
     def _stage_and_exit_fn(self, k):
+        """Stage `k` and its exit: `(*state) -> (state, logits, confidence)`."""
+
         def run(*state):
             # Stage 0 takes the image; later stages a list of feature maps
             # (possibly of length one).
             state = state[0] if k == 0 else list(state)
             state = self._stage(k, state)
-            return state, self._exit(k, state)
+            logits = self._exit(k, state)
+            return state, logits, ops.max(ops.softmax(logits, axis=-1), axis=-1)
 
         return run
+
+    def _stage_fns(self, compiled=False):
+        """The stages as `_early_exit` runs them: stage 0 takes the images,
+        stage `k > 0` takes `(rows, *state)` and runs on those rows only."""
+        fns = []
+        for k in range(self.num_exits):
+            gather = k > 0
+            if compiled:
+                fn = self._compiled(
+                    ("stage", k),
+                    lambda k=k: self._stage_and_exit_fn(k),
+                    gather=gather,
+                )
+            else:
+                fn = self._stage_and_exit_fn(k)
+                fn = fast_path.gathering(fn) if gather else fn
+            fns.append(fn)
+        return fns
 
     def _early_exit(self, inputs, thresholds, stages):
         """Real early exit: only the samples still running are computed.
 
+        The bookkeeping (who leaves, who stays, the output order) is done in
+        NumPy between the stages; the stages themselves gather the rows they
+        run on.
+
         Args:
             inputs: images.
             thresholds: per-exit confidence thresholds (last ignored).
-            stages: `stages[k](*state) -> (state, logits_k)`.
+            stages: from `_stage_fns`.
 
         Returns:
-            `(logits, cost)` in the input order.
+            `(logits, cost)` NumPy arrays in the input order.
         """
-        exit_flops = ops.convert_to_tensor(np.asarray(self.exit_flops(), dtype="float32"))
-        n = ops.shape(inputs)[0]
-        order = ops.arange(n, dtype="int32")
-        state = [inputs]
-        done_logits, done_order, done_exit = [], [], []
+        n = int(inputs.shape[0])
+        exit_flops = np.asarray(self.exit_flops(), dtype="float32")
+        order = np.arange(n)  # input position of each running sample
+        exit_index = np.zeros((n,), dtype="int32")
+        outputs, state, rows = None, [inputs], None
         for k in range(self.num_exits):
-            state, logits = stages[k](*state)
-            state = list(state) if isinstance(state, (list, tuple)) else [state]
-            if k == self.num_exits - 1:
-                leave = ops.ones_like(order, dtype="bool")
+            if rows is None:
+                state, logits, confidence = stages[k](*state)
             else:
-                confidence = ops.max(ops.softmax(logits, axis=-1), axis=-1)
-                leave = confidence >= thresholds[k]
-            leaving = ops.nonzero(leave)[0]
-            done_logits.append(ops.take(logits, leaving, axis=0))
-            done_order.append(ops.take(order, leaving, axis=0))
-            done_exit.append(ops.full(ops.shape(leaving), k, dtype="int32"))
+                state, logits, confidence = stages[k](rows, *state)
+            state = list(state) if isinstance(state, (list, tuple)) else [state]
+            logits = ops.convert_to_numpy(logits)
+            if outputs is None:
+                outputs = np.zeros((n,) + logits.shape[1:], dtype=logits.dtype)
             if k == self.num_exits - 1:
+                leave = np.ones((len(order),), dtype=bool)
+            else:
+                leave = ops.convert_to_numpy(confidence) >= thresholds[k]
+            outputs[order[leave]] = logits[leave]
+            exit_index[order[leave]] = k
+            staying = np.flatnonzero(~leave)
+            if staying.size == 0:
                 break
-            staying = ops.nonzero(ops.logical_not(leave))[0]
-            remaining = staying.shape[0]
-            if remaining == 0:
-                break
-            state = [ops.take(s, staying, axis=0) for s in state]
-            order = ops.take(order, staying, axis=0)
-        logits = ops.concatenate(done_logits, axis=0)
-        inverse = ops.argsort(ops.concatenate(done_order, axis=0))
-        exit_index = ops.take(ops.concatenate(done_exit, axis=0), inverse, axis=0)
-        return ops.take(logits, inverse, axis=0), ops.take(exit_flops, exit_index, axis=0)
+            order = order[staying]
+            rows = ops.convert_to_tensor(staying.astype("int32"))
+        return outputs, exit_flops[exit_index]
 
     # ------------------------------------------------------------------ #
     # Batched inference, compiled.
     # ------------------------------------------------------------------ #
-    def _compiled(self, key, make_fn):
+    def _compiled(self, key, make_fn, gather=False):
         if key not in self._compiled_fns:
-            self._compiled_fns[key] = fast_path.compile_inference(make_fn(), self.variables)
+            self._compiled_fns[key] = fast_path.compile_inference(
+                make_fn(), self.variables, gather=gather
+            )
         return self._compiled_fns[key]
 
     def predict(self, x, batch_size=None, verbose="auto", budget=None, mode="auto",
@@ -313,11 +343,7 @@ class MultiExitModel(keras.Model):
                 logits = fn(batch)
                 cost = np.full((batch.shape[0],), float(self.path_flops(k)), dtype="float32")
             else:
-                stages = [
-                    self._compiled(("stage", k), lambda k=k: self._stage_and_exit_fn(k))
-                    for k in range(self.num_exits)
-                ]
-                logits, cost = self._early_exit(batch, thresholds, stages)
+                logits, cost = self._early_exit(batch, thresholds, self._stage_fns(compiled=True))
             outputs.append(ops.convert_to_numpy(logits))
             costs.append(ops.convert_to_numpy(cost))
         logits = np.concatenate(outputs, axis=0)
