@@ -165,9 +165,9 @@ def scatter_add_rows(target, indices, updates):
     raise NotImplementedError(f"No scatter-add for the {backend} backend.")
 
 
-def conv2d(inputs, kernel, bias, strides=1, padding=0):
+def conv2d(inputs, kernel, bias, strides=1, padding=0, depthwise=False):
     """2-D convolution of NHWC `inputs` with PyTorch's symmetric zero padding,
-    plus a per-channel bias: the inference convolution of `ConvBNReLU`.
+    plus a per-channel bias: the inference convolution of `ConvBNAct`.
 
     On PyTorch, native `conv2d` on a channels-last view of the input, with its
     own padding and bias: no copies. `keras.ops.conv` there copies the input
@@ -178,24 +178,30 @@ def conv2d(inputs, kernel, bias, strides=1, padding=0):
 
     Args:
         inputs: `(batch, H, W, C_in)`.
-        kernel: `(k, k, C_in, C_out)` (Keras' layout).
+        kernel: `(k, k, C_in, C_out)` (Keras' layout), or `(k, k, C, 1)` if
+            `depthwise`.
         bias: `(C_out,)`.
         strides: int.
         padding: zero rows/columns added on every side.
+        depthwise: one filter per input channel.
 
     Returns:
         `(batch, H', W', C_out)`.
     """
-    backend = keras.backend.backend()
-    if backend == "torch":
+    if keras.backend.backend() == "torch":
         import torch.nn.functional as F
 
         x = inputs.permute(0, 3, 1, 2)  # a channels-last NCHW view, no copy
-        w = kernel.permute(3, 2, 0, 1)
-        y = F.conv2d(x, w, bias, stride=strides, padding=padding)
+        if depthwise:
+            w, groups = kernel.permute(2, 3, 0, 1), kernel.shape[2]
+        else:
+            w, groups = kernel.permute(3, 2, 0, 1), 1
+        y = F.conv2d(x, w, bias, stride=strides, padding=padding, groups=groups)
         return y.permute(0, 2, 3, 1)
     if padding:
         inputs = ops.pad(inputs, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    if depthwise:
+        return ops.depthwise_conv(inputs, kernel, strides=strides, padding="valid") + bias
     return ops.conv(inputs, kernel, strides=strides, padding="valid") + bias
 
 

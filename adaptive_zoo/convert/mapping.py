@@ -7,7 +7,7 @@ dict, naming every missing, unexpected or wrongly shaped tensor at once.
 
 import numpy as np
 
-from adaptive_zoo.layers.conv_bn import ConvBNReLU
+from adaptive_zoo.layers.conv_bn import ConvBNAct
 
 __all__ = ["assign", "dash_list", "exit_head_entries", "conv_bn_entries", "conv_entries", "bn_entries", "dense_entries"]
 
@@ -53,9 +53,9 @@ def dense_entries(prefix, dense):
 
 
 def conv_bn_entries(conv_prefix, bn_prefix, block):
-    """Entries of a `ConvBNReLU` whose conv and BN sit at the given names."""
-    if not isinstance(block, ConvBNReLU):
-        raise TypeError(f"Expected ConvBNReLU, got {type(block).__name__}.")
+    """Entries of a `ConvBNAct` whose conv and BN sit at the given names."""
+    if not isinstance(block, ConvBNAct):
+        raise TypeError(f"Expected ConvBNAct, got {type(block).__name__}.")
     return {**conv_entries(conv_prefix, block.conv), **bn_entries(bn_prefix, block.bn)}
 
 

@@ -1,6 +1,6 @@
 """The user-facing layers and their building blocks."""
 
-from adaptive_zoo.layers.conv_bn import ConvBNReLU
+from adaptive_zoo.layers.conv_bn import ConvBNAct
 from adaptive_zoo.layers.multi_scale_dense import (
     MSDConv,
     MSDLayer,
@@ -15,7 +15,6 @@ from adaptive_zoo.layers.multi_scale_dense import (
 from adaptive_zoo.layers.gumbel_gate import GumbelGate
 from adaptive_zoo.layers.sub_block_branch import (
     BottleneckSubBlock,
-    ConvBNAct,
     InvertedResidualSubBlock,
     SubBlockBranch,
 )

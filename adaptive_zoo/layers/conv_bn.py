@@ -1,4 +1,4 @@
-"""Convolution + BatchNorm + ReLU, with PyTorch's padding and BatchNorm epsilon.
+"""Convolution + BatchNorm + activation, with PyTorch's padding and BatchNorm epsilon.
 
 The authors' networks pad strided convolutions symmetrically (`padding=k//2`),
 which Keras' `"same"` does not do on even inputs, and use BatchNorm with
@@ -66,16 +66,33 @@ def batch_norm(name=None):
     )
 
 
+ACTIVATIONS = (None, "relu", "relu6")
+
+
+def activate(x, activation):
+    """`None` (identity), `"relu"` or `"relu6"`."""
+    if activation == "relu":
+        return ops.relu(x)
+    if activation == "relu6":
+        return ops.relu6(x)
+    return x
+
+
 @keras.saving.register_keras_serializable(package="adaptive_zoo")
-class ConvBNReLU(keras.layers.Layer):
-    """`k x k` convolution, BatchNorm, optional ReLU; symmetric padding `k // 2`.
+class ConvBNAct(keras.layers.Layer):
+    """Convolution (optionally depthwise), BatchNorm, optional ReLU or ReLU6;
+    symmetric padding `k // 2` as PyTorch.
+
+    At inference BatchNorm is folded into the convolution's kernel and bias
+    (one pass fewer over the activations; the same function).
 
     Args:
-        filters: output channels.
+        filters: output channels (ignored for depthwise: same as input).
         kernel_size: odd square kernel size.
         strides: convolution stride.
+        depthwise: a depthwise convolution (groups = channels).
         use_bias: whether the convolution has a bias (bias-free by default).
-        activation: whether a ReLU follows.
+        activation: `"relu"` (default), `"relu6"` or `None`.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Returns:
@@ -84,7 +101,7 @@ class ConvBNReLU(keras.layers.Layer):
 
     Example:
     ```python
-    block = ConvBNReLU(16, kernel_size=3, strides=2)
+    block = ConvBNAct(16, kernel_size=3, strides=2)
     y = block(keras.ops.ones((2, 32, 32, 3)))  # (2, 16, 16, 16)
     ```
     """
@@ -94,45 +111,46 @@ class ConvBNReLU(keras.layers.Layer):
         filters,
         kernel_size=3,
         strides=1,
+        depthwise=False,
         use_bias=False,
-        activation=True,
+        activation="relu",
         **kwargs,
     ):
         super().__init__(**kwargs)
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}.")
-        self.filters = filters
-        self.kernel_size = kernel_size
-        self.strides = strides
-        self.use_bias = use_bias
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.strides = int(strides)
+        self.depthwise = bool(depthwise)
+        self.use_bias = bool(use_bias)
         self.activation = activation
-        self.padding = kernel_size // 2
+        self.padding = self.kernel_size // 2
         # Stride 1 with an odd kernel: "same" pads k//2 on each side, as
         # PyTorch does. Strided: pad explicitly, then "valid".
-        self._explicit_pad = strides > 1 and self.padding > 0
-        self.conv = keras.layers.Conv2D(
-            filters,
-            kernel_size,
-            strides=strides,
-            padding="valid" if self._explicit_pad else "same",
-            use_bias=use_bias,
-            data_format="channels_last",
-            kernel_initializer=AuthorsInit("conv"),
-            name="conv",
-        )
+        self._explicit_pad = self.strides > 1 and self.padding > 0
+        padding = "valid" if self._explicit_pad else "same"
+        if self.depthwise:
+            self.conv = keras.layers.DepthwiseConv2D(
+                self.kernel_size, strides=self.strides, padding=padding, use_bias=self.use_bias,
+                depthwise_initializer=AuthorsInit("conv"), name="conv",
+            )
+        else:
+            self.conv = keras.layers.Conv2D(
+                self.filters, self.kernel_size, strides=self.strides, padding=padding,
+                use_bias=self.use_bias, kernel_initializer=AuthorsInit("conv"), name="conv",
+            )
         self.bn = batch_norm(name="bn")
 
     def build(self, input_shape):
-        padded = self._padded(input_shape)
-        self.conv.build(padded)
-        self.bn.build(self.conv.compute_output_shape(padded))
-
-    def _padded(self, input_shape):
-        if not self._explicit_pad:
-            return input_shape
         n, h, w, c = input_shape
-        grow = lambda d: None if d is None else d + 2 * self.padding  # noqa: E731
-        return (n, grow(h), grow(w), c)
+        if self._explicit_pad:
+            grow = lambda d: None if d is None else d + 2 * self.padding  # noqa: E731
+            input_shape = (n, grow(h), grow(w), c)
+        self.conv.build(input_shape)
+        self.bn.build(self.conv.compute_output_shape(input_shape))
 
     def call(self, inputs, training=None):
         if training:
@@ -143,14 +161,12 @@ class ConvBNReLU(keras.layers.Layer):
             x = self.bn(self.conv(x), training=True)
         else:
             x = self._folded_conv(inputs)
-        if self.activation:
-            x = ops.relu(x)
-        return x
+        return activate(x, self.activation)
 
     def _folded_conv(self, x):
         """Inference: BatchNorm folded into the convolution (one pass fewer)."""
         kernel, shift = fast_path.memoized(self, self._fold, self._fold_variables())
-        return fast_path.conv2d(x, kernel, shift, self.strides, self.padding)
+        return fast_path.conv2d(x, kernel, shift, self.strides, self.padding, self.depthwise)
 
     def _fold_variables(self):
         bn = self.bn
@@ -163,12 +179,14 @@ class ConvBNReLU(keras.layers.Layer):
         shift = beta - mean * scale
         if bias is not None:
             shift = shift + bias * scale
+        if self.depthwise:  # kernel (k, k, C, 1): one output channel per input
+            return kernel * ops.reshape(scale, (-1, 1)), shift
         return kernel * scale, shift
 
     def compute_output_shape(self, input_shape):
-        n, h, w, _ = input_shape
+        n, h, w, c = input_shape
         out = lambda d: None if d is None else self.output_size(d)  # noqa: E731
-        return (n, out(h), out(w), self.filters)
+        return (n, out(h), out(w), c if self.depthwise else self.filters)
 
     def output_size(self, size):
         return cost.conv_output_size(size, self.kernel_size, self.strides, self.padding)
@@ -177,9 +195,10 @@ class ConvBNReLU(keras.layers.Layer):
         """Multiply-adds for one image of shape `(H, W, C)`."""
         h, w, c = input_shape
         ho, wo = self.output_size(h), self.output_size(w)
-        total = cost.conv_flops(c, self.filters, self.kernel_size, ho, wo)
+        c_out = c if self.depthwise else self.filters
+        total = cost.conv_flops(c, c_out, self.kernel_size, ho, wo, groups=c if self.depthwise else 1)
         if self.activation:
-            total += cost.relu_flops(ho, wo, self.filters)
+            total += cost.relu_flops(ho, wo, c_out)
         return total
 
     def get_config(self):
@@ -188,6 +207,7 @@ class ConvBNReLU(keras.layers.Layer):
             filters=self.filters,
             kernel_size=self.kernel_size,
             strides=self.strides,
+            depthwise=self.depthwise,
             use_bias=self.use_bias,
             activation=self.activation,
         )

@@ -14,7 +14,7 @@ import numpy as np
 from keras import ops
 
 from adaptive_zoo import cost
-from adaptive_zoo.layers.conv_bn import AuthorsInit, ConvBNReLU, batch_norm
+from adaptive_zoo.layers.conv_bn import AuthorsInit, ConvBNAct, batch_norm
 
 
 def _shape_hwc(shape):
@@ -44,9 +44,9 @@ class MSDStem(keras.layers.Layer):
         self.convs = []
         for i, c in enumerate(self.channels):
             if i == 0 and imagenet_stem:
-                conv = ConvBNReLU(c, kernel_size=7, strides=2, use_bias=True, name="conv_0")
+                conv = ConvBNAct(c, kernel_size=7, strides=2, use_bias=True, name="conv_0")
             else:
-                conv = ConvBNReLU(c, 3, strides=1 if i == 0 else 2, name=f"conv_{i}")
+                conv = ConvBNAct(c, 3, strides=1 if i == 0 else 2, name=f"conv_{i}")
             self.convs.append(conv)
 
     def build(self, input_shape):
@@ -119,13 +119,13 @@ class MSDConv(keras.layers.Layer):
         self.bottleneck_width = bottleneck_width
         self.strides = strides
         self.bottleneck = None
-        self.conv = ConvBNReLU(filters, 3, strides=strides, name="conv")
+        self.conv = ConvBNAct(filters, 3, strides=strides, name="conv")
 
     def build(self, input_shape):
         shape = input_shape
         if self.bottleneck_width is not None:
             inner = min(int(input_shape[-1]), self.bottleneck_width * self.filters)
-            self.bottleneck = ConvBNReLU(inner, 1, name="bottleneck")
+            self.bottleneck = ConvBNAct(inner, 1, name="bottleneck")
             self.bottleneck.build(shape)
             shape = self.bottleneck.compute_output_shape(shape)
         self.conv.build(shape)
@@ -268,7 +268,7 @@ class MSDTransition(keras.layers.Layer):
     def __init__(self, channels, **kwargs):
         super().__init__(**kwargs)
         self.channels = list(channels)
-        self.convs = [ConvBNReLU(c, 1, name=f"conv_{i}") for i, c in enumerate(self.channels)]
+        self.convs = [ConvBNAct(c, 1, name=f"conv_{i}") for i, c in enumerate(self.channels)]
 
     def build(self, input_shape):
         for conv, shape in zip(self.convs, input_shape):
@@ -329,8 +329,8 @@ class MultiScaleDenseExit(keras.layers.Layer):
     def build(self, input_shape):
         shape = self._coarsest(input_shape)
         width = self.width or int(shape[-1])
-        self.conv1 = ConvBNReLU(width, 3, strides=2, name="conv1")
-        self.conv2 = ConvBNReLU(width, 3, strides=2, name="conv2")
+        self.conv1 = ConvBNAct(width, 3, strides=2, name="conv1")
+        self.conv2 = ConvBNAct(width, 3, strides=2, name="conv2")
         self.conv1.build(shape)
         shape = self.conv1.compute_output_shape(shape)
         self.conv2.build(shape)
@@ -490,12 +490,12 @@ class RANetStem(keras.layers.Layer):
         self.convs = []
         for i, c in enumerate(channels_hr):
             if i == 0 and self.imagenet_stem:
-                conv = ConvBNReLU(c, 7, strides=2, use_bias=True, name="conv_0")
+                conv = ConvBNAct(c, 7, strides=2, use_bias=True, name="conv_0")
             elif i == 0:
-                conv = ConvBNReLU(c, 3, strides=1, name="conv_0")
+                conv = ConvBNAct(c, 3, strides=1, name="conv_0")
             else:
                 strides = 1 if scales_hr[i] == scales_hr[i - 1] else 2
-                conv = ConvBNReLU(c, 3, strides=strides, name=f"conv_{i}")
+                conv = ConvBNAct(c, 3, strides=strides, name=f"conv_{i}")
             self.convs.append(conv)
 
     def _shapes(self, input_shape):
@@ -558,7 +558,7 @@ class _RANetBlockBase(keras.layers.Layer):
     def _build_transition(self, channels):
         if self.transition:
             out = _positive(math.floor(self.reduction * channels), "The transition")
-            self.trans = ConvBNReLU(out, 1, name="trans")
+            self.trans = ConvBNAct(out, 1, name="trans")
 
     def _transition_channels(self, channels):
         return math.floor(self.reduction * channels) if self.transition else channels
@@ -748,7 +748,7 @@ class RANetFusionBlock(_RANetBlockBase):
         for shape, low_shape, up_conv, own_conv in zip(shapes, low, self.up_convs, self.own_convs):
             up_conv.build(tuple(low_shape))
             own_conv.build(shape)
-        self.last = ConvBNReLU(self._last_channels(c), 1, name="last")
+        self.last = ConvBNAct(self._last_channels(c), 1, name="last")
         self.last.build(tuple(low[-1]))
         fused = c + self._last_channels(c)
         self._build_transition(fused)

@@ -19,111 +19,9 @@ from keras import ops
 
 from adaptive_zoo import cost
 from adaptive_zoo import fast_path
-from adaptive_zoo.layers.conv_bn import AuthorsInit, batch_norm
+from adaptive_zoo.layers.conv_bn import ACTIVATIONS, ConvBNAct, activate
 
-__all__ = ["BottleneckSubBlock", "ConvBNAct", "InvertedResidualSubBlock", "SubBlockBranch"]
-
-_ACTIVATIONS = (None, "relu", "relu6")
-
-
-def _activate(x, activation):
-    if activation == "relu":
-        return ops.relu(x)
-    if activation == "relu6":
-        return ops.relu6(x)
-    return x
-
-
-@keras.saving.register_keras_serializable(package="adaptive_zoo")
-class ConvBNAct(keras.layers.Layer):
-    """Convolution (optionally depthwise) + BatchNorm + optional ReLU/ReLU6.
-
-    Symmetric padding `k // 2` as PyTorch; BatchNorm epsilon 1e-5.
-
-    Args:
-        filters: output channels (ignored for depthwise: same as input).
-        kernel_size: odd kernel size.
-        strides: stride.
-        depthwise: a depthwise convolution (groups = channels).
-        activation: `None`, `"relu"` or `"relu6"`.
-        **kwargs: base layer arguments.
-
-    Returns:
-        `(batch, H_out, W_out, filters)`.
-
-    Example:
-    ```python
-    y = ConvBNAct(16, 3, strides=2, activation="relu6")(keras.ops.ones((1, 8, 8, 4)))
-    ```
-    """
-
-    def __init__(self, filters, kernel_size=1, strides=1, depthwise=False, activation="relu",
-                 **kwargs):
-        super().__init__(**kwargs)
-        if kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}.")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}.")
-        self.filters = int(filters)
-        self.kernel_size = int(kernel_size)
-        self.strides = int(strides)
-        self.depthwise = bool(depthwise)
-        self.activation = activation
-        self.padding = self.kernel_size // 2
-        self._explicit_pad = self.strides > 1 and self.padding > 0
-        padding = "valid" if self._explicit_pad else "same"
-        if self.depthwise:
-            self.conv = keras.layers.DepthwiseConv2D(
-                self.kernel_size, strides=self.strides, padding=padding, use_bias=False,
-                depthwise_initializer=AuthorsInit("conv"), name="conv",
-            )
-        else:
-            self.conv = keras.layers.Conv2D(
-                self.filters, self.kernel_size, strides=self.strides, padding=padding,
-                use_bias=False, kernel_initializer=AuthorsInit("conv"), name="conv",
-            )
-        self.bn = batch_norm(name="bn")
-
-    def build(self, input_shape):
-        n, h, w, c = input_shape
-        if self._explicit_pad:
-            grow = lambda d: None if d is None else d + 2 * self.padding  # noqa: E731
-            input_shape = (n, grow(h), grow(w), c)
-        self.conv.build(input_shape)
-        self.bn.build(self.conv.compute_output_shape(input_shape))
-
-    def call(self, inputs, training=None):
-        x = inputs
-        if self._explicit_pad:
-            p = self.padding
-            x = ops.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-        x = self.bn(self.conv(x), training=training)
-        return _activate(x, self.activation)
-
-    def output_size(self, size):
-        return cost.conv_output_size(size, self.kernel_size, self.strides, self.padding)
-
-    def compute_output_shape(self, input_shape):
-        n, h, w, c = input_shape
-        out = lambda d: None if d is None else self.output_size(d)  # noqa: E731
-        return (n, out(h), out(w), c if self.depthwise else self.filters)
-
-    def flops(self, input_shape):
-        """Multiply-adds for one image `(H, W, C)`."""
-        h, w, c = input_shape
-        ho, wo = self.output_size(h), self.output_size(w)
-        c_out = c if self.depthwise else self.filters
-        total = cost.conv_flops(c, c_out, self.kernel_size, ho, wo, groups=c if self.depthwise else 1)
-        if self.activation:
-            total += cost.relu_flops(ho, wo, c_out)
-        return total
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(filters=self.filters, kernel_size=self.kernel_size, strides=self.strides,
-                      depthwise=self.depthwise, activation=self.activation)
-        return config
-
+__all__ = ["BottleneckSubBlock", "InvertedResidualSubBlock", "SubBlockBranch"]
 
 class _Sequence(keras.layers.Layer):
     """A chain of `ConvBNAct` layers with a summed cost."""
@@ -274,8 +172,8 @@ class SubBlockBranch(keras.layers.Layer):
         widths = [int(w) for w in widths]
         if not widths or min(widths) < 1:
             raise ValueError(f"widths needs at least one positive width, got {widths}.")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}.")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
         self.kind, self.widths, self.filters = kind, widths, int(filters)
         self.activation = activation
         make = BottleneckSubBlock if kind == "bottleneck" else InvertedResidualSubBlock
@@ -301,7 +199,7 @@ class SubBlockBranch(keras.layers.Layer):
             if gates is not None:
                 y = y * ops.cast(ops.reshape(gates[:, i], (-1, 1, 1, 1)), y.dtype)
             out = out + y
-        return _activate(out, self.activation)
+        return activate(out, self.activation)
 
     def skip(self, inputs, decisions, sub_block_fns=None):
         """Inference with real skipping.
@@ -329,7 +227,7 @@ class SubBlockBranch(keras.layers.Layer):
                 continue
             update = fn(ops.take(inputs, index, axis=0))
             out = fast_path.scatter_add_rows(out, index, update)
-        return _activate(out, self.activation)
+        return activate(out, self.activation)
 
     def compute_output_shape(self, inputs_shape, gates_shape=None):
         return inputs_shape

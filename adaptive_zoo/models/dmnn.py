@@ -31,10 +31,9 @@ from adaptive_zoo import fast_path
 from adaptive_zoo.models.inputs import check_image_batch
 from adaptive_zoo import losses as losses_lib
 from adaptive_zoo import weights as weights_lib
-from adaptive_zoo.layers.conv_bn import AuthorsInit
+from adaptive_zoo.layers.conv_bn import AuthorsInit, ConvBNAct
 from adaptive_zoo.layers.gumbel_gate import GumbelGate
 from adaptive_zoo.layers.sub_block_branch import (
-    ConvBNAct,
     InvertedResidualSubBlock,
     SubBlockBranch,
 )

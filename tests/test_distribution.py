@@ -1,0 +1,108 @@
+"""Training on several devices: Keras' distribution API on JAX and
+tf.distribute on TensorFlow, each on two virtual CPU devices.
+
+The device count must be set before the backend starts, so each case runs in
+a fresh Python process.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+
+_COMMON = r"""
+import json, sys
+import numpy as np
+import keras
+import adaptive_zoo
+
+def train(make_model, n=64):
+    rng = np.random.default_rng(0)
+    x = rng.random((n, 8, 8, 1), dtype=np.float32)
+    y = rng.integers(0, 10, n)
+    model = make_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.05),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    return model, x, y, history.history["loss"]
+
+def spent_at_half(model, x, y):
+    # Budgeted inference after distributed training: the share of FLOPs spent.
+    model.calibrate((x, y), budgets=[0.5, 1.0])
+    logits, cost = model.predict(x, budget=0.5, return_cost=True)
+    assert np.isfinite(logits).all()
+    return float(np.mean(cost) / model.exit_flops()[-1])
+
+def msdnet():
+    keras.utils.set_random_seed(0)
+    return adaptive_zoo.MSDNetTiny(input_shape=(8, 8, 1))
+
+def dmnn():
+    keras.utils.set_random_seed(0)
+    return adaptive_zoo.DMNNResNet(depths=(2, 2), base_width=8, sub_blocks=2, cifar_stem=True,
+                                   num_classes=10, input_shape=(8, 8, 1), target_rate=0.5, seed=0)
+"""
+
+_JAX = _COMMON + r"""
+devices = keras.distribution.list_devices("cpu")
+keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+result = {"devices": len(devices)}
+for name, make in (("msdnet", msdnet), ("dmnn", dmnn)):
+    model, x, y, losses = train(make)
+    kernel = model.trainable_variables[0].value
+    result[name] = {"losses": [float(v) for v in losses],
+                    "replicas": len(kernel.sharding.device_set)}
+    if name == "msdnet":
+        result["budget"] = spent_at_half(model, x, y)
+json.dump(result, sys.stdout)
+"""
+
+_TF = _COMMON + r"""
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+result = {"devices": strategy.num_replicas_in_sync}
+for name, make in (("msdnet", msdnet), ("dmnn", dmnn)):
+    with strategy.scope():
+        model, x, y, losses = train(make)
+    kernel = model.trainable_variables[0].value
+    replicas = len(getattr(kernel, "values", [kernel]))
+    result[name] = {"losses": [float(v) for v in losses], "replicas": replicas}
+    if name == "msdnet":
+        result["budget"] = spent_at_half(model, x, y)
+json.dump(result, sys.stdout)
+"""
+
+
+def _run(script, env_extra):
+    env = dict(os.environ, **env_extra)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _check(result):
+    assert result["devices"] == 2
+    for name in ("msdnet", "dmnn"):
+        losses = result[name]["losses"]
+        assert all(v == v and abs(v) < 1e3 for v in losses), (name, losses)
+        assert result[name]["replicas"] == 2, (name, result[name])
+    assert abs(result["budget"] - 0.5) <= 0.05 * 0.5
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="Keras' distribution API is JAX's")
+def test_data_parallel_fit_on_two_jax_devices():
+    _check(_run(_JAX, {"KERAS_BACKEND": "jax",
+                       "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}))
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute")
+def test_mirrored_strategy_fit_on_two_tensorflow_devices():
+    _check(_run(_TF, {"KERAS_BACKEND": "tensorflow"}))
