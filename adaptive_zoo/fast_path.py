@@ -23,6 +23,7 @@ from keras import tree
 
 __all__ = [
     "bucket_size",
+    "compile_dynamic",
     "compile_inference",
     "conv2d",
     "gathering",
@@ -100,6 +101,30 @@ def compile_inference(fn, variables, bucket=None, gather=False):
 
         return run
     return gathering(fn) if gather else fn
+
+
+def compile_dynamic(fn, variables):
+    """Compile a whole inference function whose intermediate shapes depend on
+    values (gathers of the samples a gate selects), where the backend can.
+
+    TensorFlow graphs hold such shapes: one `tf.function` runs the whole
+    function with no Python between its pieces. XLA (JAX) needs static
+    shapes and PyTorch runs eagerly anyway: there this returns `None`, and
+    the caller compiles the pieces instead (`compile_inference`).
+
+    Args:
+        fn: a function of tensors.
+        variables: every Keras variable that `fn` reads.
+
+    Returns:
+        The compiled callable, or `None`.
+    """
+    del variables  # tf.function reads the variables as they are at each call
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, reduce_retracing=True, jit_compile=False)
+    return None
 
 
 def _jax_bucketed(fn, variables, bucket=bucket_size, gather=False):

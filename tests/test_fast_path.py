@@ -94,3 +94,18 @@ def test_memoized_recomputes_after_the_weights_change():
         layer.kernel.assign(np.full((2, 2), 3.0, "float32"))
         again = fast_path.memoized(owner, double, [layer.kernel])
     np.testing.assert_allclose(keras.ops.convert_to_numpy(again), 6.0)
+
+
+def test_compile_dynamic_holds_value_dependent_shapes_or_declines():
+    def positives_doubled(x):
+        kept = keras.ops.take(x, keras.ops.nonzero(x > 0)[0], axis=0)
+        return keras.ops.sum(kept * 2.0)
+
+    fn = fast_path.compile_dynamic(positives_doubled, [])
+    if keras.backend.backend() != "tensorflow":
+        assert fn is None  # the caller compiles static pieces instead
+        return
+    for values in ([1.0, -2.0, 3.0], [-1.0], [4.0, 5.0]):
+        x = keras.ops.convert_to_tensor(np.asarray(values, "float32"))
+        expected = 2.0 * sum(v for v in values if v > 0)
+        assert float(keras.ops.convert_to_numpy(fn(x))) == expected

@@ -220,13 +220,19 @@ class SubBlockBranch(keras.layers.Layer):
         for i, fn in enumerate(fns):
             index = ops.nonzero(decisions[:, i])[0]
             count = index.shape[0]
-            if count == 0:
-                continue
-            if count is not None and count == batch:  # on for every image: no gather
+
+            def add(out=out, fn=fn, index=index):
+                return fast_path.scatter_add_rows(out, index, fn(ops.take(inputs, index, axis=0)))
+
+            if count is None:
+                # Traced (a TensorFlow graph): the count is known at run time
+                # only. Skip empty selections there too (oneDNN's convolution
+                # returns a wrongly shaped result on an empty batch).
+                out = ops.cond(ops.size(index) > 0, add, lambda out=out: out)
+            elif count == batch:  # on for every image: no gather
                 out = out + fn(inputs)
-                continue
-            update = fn(ops.take(inputs, index, axis=0))
-            out = fast_path.scatter_add_rows(out, index, update)
+            elif count > 0:
+                out = add()
         return activate(out, self.activation)
 
     def compute_output_shape(self, inputs_shape, gates_shape=None):

@@ -594,13 +594,27 @@ class DMNN(keras.Model):
         logits, costs = self._predict_rule(x, rule, batch_size or 32)
         return (logits, costs) if return_cost else logits
 
+    def _whole_skipping(self, rule):
+        """The skipping path compiled as one function, where the backend
+        holds data-dependent shapes (TensorFlow); else `None`."""
+        key = ("skipping", rule)
+        if key not in self._compiled_fns:
+            self._compiled_fns[key] = fast_path.compile_dynamic(
+                lambda x: self._skipping(x, rule, self._eager_pieces()), self.variables
+            )
+        return self._compiled_fns[key]
+
     def _predict_rule(self, x, rule, batch_size):
         outputs, costs = [], []
-        pieces = self._compiled_pieces()
+        whole = self._whole_skipping(rule)
+        pieces = None if whole is not None else self._compiled_pieces()
         for batch in _batches(x, batch_size):
             batch = ops.convert_to_tensor(batch)
             self._check_inputs(batch)
-            logits, decisions = self._skipping(batch, rule, pieces)
+            if whole is not None:
+                logits, decisions = whole(batch)
+            else:
+                logits, decisions = self._skipping(batch, rule, pieces)
             outputs.append(ops.convert_to_numpy(logits))
             costs.append(ops.convert_to_numpy(self._cost_of(decisions)))
         return np.concatenate(outputs), np.concatenate(costs)
