@@ -138,9 +138,9 @@ def _train(target_rate):
     model.compile(optimizer=keras.optimizers.Adam(3e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
-    (x, y), _ = _digits()
+    (x, y), held_out = _digits()
     seed_before = ops.convert_to_numpy(model.gates[0].seed_generator.state).copy()
-    history = model.fit(x, y, epochs=EPOCHS, batch_size=64, verbose=0)
+    history = model.fit(x, y, epochs=EPOCHS, batch_size=64, verbose=0, validation_data=held_out)
     seed_after = ops.convert_to_numpy(model.gates[0].seed_generator.state)
     return model, history.history, (seed_before, seed_after)
 
@@ -156,6 +156,11 @@ def test_fit_reports_every_loss_term_and_draws_fresh_noise(trained):
     history = trained["history"]
     for name in ("task_loss", "rate_loss", "flops_loss", "category_loss", "execution_rate"):
         assert name in history and all(math.isfinite(v) for v in history[name]), name
+        # Validation reports the same terms, from the gates as they decide at
+        # inference (not zeros).
+        assert all(math.isfinite(v) for v in history["val_" + name]), name
+    assert history["val_task_loss"][-1] > 0 and history["val_category_loss"][-1] > 0
+    assert abs(history["val_execution_rate"][-1] - 0.5) <= 0.1
     before, after = trained["seeds"]
     assert not np.array_equal(before, after)  # the noise state advanced under fit
 

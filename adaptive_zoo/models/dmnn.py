@@ -705,7 +705,13 @@ class DMNN(keras.Model):
     # ------------------------------------------------------------------ #
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if not isinstance(y_pred, (tuple, list)):
-            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
+            if self.static or x is None:
+                return super().compute_loss(x, y, y_pred, sample_weight, training=training)
+            # Evaluation (`evaluate`, `fit`'s validation): `y_pred` are the
+            # logits. The gates as they decide at inference give the other
+            # terms, so that `val_execution_rate` is the real one.
+            _, gates, states = self._dense(x, training=False, rule=self._rule(None, "auto"))
+            y_pred = (y_pred, gates, [head(s) for head, s in zip(self.category_heads, states)])
         if self._compile_loss is None:
             raise ValueError("No loss to compute. Provide a `loss` argument in `compile()`.")
         logits, gates, category_logits = y_pred
