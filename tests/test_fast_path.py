@@ -109,3 +109,25 @@ def test_compile_dynamic_holds_value_dependent_shapes_or_declines():
         x = keras.ops.convert_to_tensor(np.asarray(values, "float32"))
         expected = 2.0 * sum(v for v in values if v > 0)
         assert float(keras.ops.convert_to_numpy(fn(x))) == expected
+
+
+def test_direct_calls_only_for_explicit_torch_inference_without_gradients():
+    from adaptive_zoo.layers.conv_bn import ConvBNAct
+
+    layer = ConvBNAct(4, 3)
+    x = keras.ops.ones((2, 5, 5, 3))
+    layer(x)  # builds
+    if keras.backend.backend() != "torch":
+        assert not fast_path.may_call_directly(layer, (x,), {"training": False})
+        return
+    import torch
+
+    with torch.no_grad():
+        assert fast_path.may_call_directly(layer, (x,), {"training": False})
+        assert not fast_path.may_call_directly(layer, (x,), {})  # training unknown
+        assert not fast_path.may_call_directly(layer, (x,), {"training": True})
+        assert not fast_path.may_call_directly(layer, (np.ones((2, 5, 5, 3)),), {"training": False})
+        direct = layer(x, training=False)
+    assert not fast_path.may_call_directly(layer, (x,), {"training": False})  # gradients on
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(direct),
+                               keras.ops.convert_to_numpy(layer(x, training=False)), atol=1e-6)

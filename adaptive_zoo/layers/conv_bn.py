@@ -13,6 +13,7 @@ import numpy as np
 from keras import ops
 
 from adaptive_zoo import cost, fast_path
+from adaptive_zoo.layers.base import Layer
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
@@ -79,7 +80,7 @@ def activate(x, activation):
 
 
 @keras.saving.register_keras_serializable(package="adaptive_zoo")
-class ConvBNAct(keras.layers.Layer):
+class ConvBNAct(Layer):
     """Convolution (optionally depthwise), BatchNorm, optional ReLU or ReLU6;
     symmetric padding `k // 2` as PyTorch.
 

@@ -14,6 +14,7 @@ import numpy as np
 from keras import ops
 
 from adaptive_zoo import cost
+from adaptive_zoo.layers.base import Layer
 from adaptive_zoo.layers.conv_bn import AuthorsInit, ConvBNAct, batch_norm
 
 
@@ -22,7 +23,7 @@ def _shape_hwc(shape):
 
 
 @keras.saving.register_keras_serializable(package="adaptive_zoo")
-class MSDStem(keras.layers.Layer):
+class MSDStem(Layer):
     """The first layer of MSDNet: one feature map per scale.
 
     CIFAR style: 3x3 conv-BN-ReLU at full resolution. ImageNet style: 7x7
@@ -103,7 +104,7 @@ class MSDStem(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="adaptive_zoo")
-class MSDConv(keras.layers.Layer):
+class MSDConv(Layer):
     """MSDNet's ConvBN: optional 1x1 bottleneck, then a 3x3 conv (stride 1 or 2).
 
     Args:
@@ -160,7 +161,7 @@ class MSDConv(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="adaptive_zoo")
-class MSDLayer(keras.layers.Layer):
+class MSDLayer(Layer):
     """One dense layer of MSDNet across scales (output = concat(input, new)).
 
     On the finest kept scale a normal branch adds `growth_rate * gr_factor[s]`
@@ -258,7 +259,7 @@ class MSDLayer(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="adaptive_zoo")
-class MSDTransition(keras.layers.Layer):
+class MSDTransition(Layer):
     """1x1 conv-BN-ReLU on each scale, reducing channels.
 
     Args:
@@ -290,7 +291,7 @@ class MSDTransition(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="adaptive_zoo")
-class MultiScaleDenseExit(keras.layers.Layer):
+class MultiScaleDenseExit(Layer):
     """An exit classifier on the coarsest scale of a multi-scale network.
 
     Two 3x3 stride-2 conv-BN-ReLU, global average pooling, dense. This is the
@@ -447,7 +448,7 @@ def _positive(value, what):
 
 
 @keras.saving.register_keras_serializable(package="adaptive_zoo")
-class RANetStem(keras.layers.Layer):
+class RANetStem(Layer):
     """RANet's base features: one feature map per sub-network.
 
     Built from the highest resolution down: the first convolution sees the
@@ -547,7 +548,7 @@ class RANetStem(keras.layers.Layer):
         return config
 
 
-class _RANetBlockBase(keras.layers.Layer):
+class _RANetBlockBase(Layer):
     """Shared parts of RANet's blocks: the optional 1x1 transition."""
 
     def _make_transition(self, transition, reduction):

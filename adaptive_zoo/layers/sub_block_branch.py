@@ -19,11 +19,12 @@ from keras import ops
 
 from adaptive_zoo import cost
 from adaptive_zoo import fast_path
+from adaptive_zoo.layers.base import Layer
 from adaptive_zoo.layers.conv_bn import ACTIVATIONS, ConvBNAct, activate
 
 __all__ = ["BottleneckSubBlock", "InvertedResidualSubBlock", "SubBlockBranch"]
 
-class _Sequence(keras.layers.Layer):
+class _Sequence(Layer):
     """A chain of `ConvBNAct` layers with a summed cost."""
 
     def _chain(self):
@@ -138,7 +139,7 @@ class InvertedResidualSubBlock(_Sequence):
 
 
 @keras.saving.register_keras_serializable(package="adaptive_zoo")
-class SubBlockBranch(keras.layers.Layer):
+class SubBlockBranch(Layer):
     """`N` parallel sub-blocks summed onto the identity where each is on.
 
     Args:

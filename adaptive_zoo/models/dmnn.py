@@ -31,6 +31,7 @@ from adaptive_zoo import fast_path
 from adaptive_zoo.models.inputs import check_image_batch
 from adaptive_zoo import losses as losses_lib
 from adaptive_zoo import weights as weights_lib
+from adaptive_zoo.layers.base import Layer
 from adaptive_zoo.layers.conv_bn import AuthorsInit, ConvBNAct
 from adaptive_zoo.layers.gumbel_gate import GumbelGate
 from adaptive_zoo.layers.sub_block_branch import (
@@ -75,7 +76,7 @@ def _round_width(value):
 
 
 @keras.saving.register_keras_serializable(package="adaptive_zoo")
-class ResNetBlock(keras.layers.Layer):
+class ResNetBlock(Layer):
     """A plain (always-run) ResNet bottleneck block with a projection shortcut.
 
     Args:

@@ -232,8 +232,8 @@ class MultiExitModel(keras.Model):
             # Stage 0 takes the image; later stages a list of feature maps
             # (possibly of length one).
             state = state[0] if k == 0 else list(state)
-            state = self._stage(k, state)
-            logits = self._exit(k, state)
+            state = self._stage(k, state, training=False)
+            logits = self._exit(k, state, training=False)
             return state, logits, ops.max(ops.softmax(logits, axis=-1), axis=-1)
 
         return run
@@ -339,7 +339,9 @@ class MultiExitModel(keras.Model):
             self._check_inputs(batch)
             if thresholds is None:
                 k = budget_lib.anytime_exit(self.exit_flops(), budget)
-                fn = self._compiled(("anytime", k), lambda k=k: (lambda x: self._anytime(x, k)))
+                fn = self._compiled(
+                    ("anytime", k), lambda k=k: (lambda x: self._anytime(x, k, training=False))
+                )
                 logits = fn(batch)
                 cost = np.full((batch.shape[0],), float(self.path_flops(k)), dtype="float32")
             else:
@@ -351,7 +353,7 @@ class MultiExitModel(keras.Model):
 
     def predict_all_exits(self, x, batch_size=None):
         """Every exit's logits for every sample, as a NumPy array `(K, N, C)`."""
-        fn = self._compiled(("all",), lambda: (lambda x: self._all_exits(x)))
+        fn = self._compiled(("all",), lambda: (lambda x: self._all_exits(x, training=False)))
         outputs = []
         for batch in _batches(x, batch_size or 64):
             batch = ops.convert_to_tensor(batch)
