@@ -1,7 +1,7 @@
 """The one backend-specific piece: compiling an inference function whose batch
 size changes from call to call (the survivors of an early exit).
 
-- TensorFlow: `tf.function` with relaxed shapes (one trace serves every batch).
+- TensorFlow: `tf.function` traced once for any batch size.
   The survivors' rows are gathered inside the graph.
 - JAX: `jax.jit` on the variables' values (Keras' stateless scope), with the
   batch padded up to a few bucket sizes so that only a handful of shapes are
@@ -82,9 +82,7 @@ def compile_inference(fn, variables, bucket=None, gather=False):
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(gathering(fn) if gather else fn, reduce_retracing=True, jit_compile=False)
+        return _tf_any_batch(gathering(fn) if gather else fn)
     if backend == "jax":
         return _jax_bucketed(fn, list(variables), bucket or bucket_size, gather)
     if backend == "torch":
@@ -122,10 +120,26 @@ def compile_dynamic(fn, variables):
     """
     del variables  # tf.function reads the variables as they are at each call
     if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn, reduce_retracing=True, jit_compile=False)
+        return _tf_any_batch(fn)
     return None
+
+
+def _tf_any_batch(fn):
+    """`tf.function(fn)` traced once, at the first call, for any batch size:
+    the signature is the first call's tensors with the batch axis unknown.
+    (Relaxing shapes on retracing would trace twice and warn in loops.)"""
+    import tensorflow as tf
+
+    compiled = None
+
+    def run(*args):
+        nonlocal compiled
+        if compiled is None:
+            signature = [tf.TensorSpec((None,) + tuple(a.shape[1:]), a.dtype) for a in args]
+            compiled = tf.function(fn, input_signature=signature, jit_compile=False)
+        return compiled(*args)
+
+    return run
 
 
 def _jax_bucketed(fn, variables, bucket=bucket_size, gather=False):
