@@ -3,7 +3,6 @@
 Run once per backend (KERAS_BACKEND=tensorflow|jax|torch).
 """
 
-import json
 import os
 
 import keras
@@ -20,8 +19,8 @@ from adaptive_zoo.layers.multi_scale_dense import (
     resize_bilinear_aligned,
 )
 from adaptive_zoo.models.ranet import RANet, ranet_block_plan
+from conftest import load_fixture
 
-FIXTURE = "/work/shared/fixtures/ranet_cifar100_anytime.npz"
 BACKEND = keras.backend.backend()
 
 # PAPERS.md, RANet section (the authors' op_counter on their models).
@@ -65,12 +64,7 @@ def _export_state_dict(model):
 
 @pytest.fixture(scope="module")
 def fixture_data():
-    data = np.load(FIXTURE)
-    meta = json.loads(str(data["meta_json"]))
-    tensors = {k[len("state_dict/"):]: data[k] for k in data.files if k.startswith("state_dict/")}
-    logits = [data[f"logits/exit_{k}"] for k in range(meta["num_exits"])]
-    images = np.transpose(data["input_nchw"], (0, 2, 3, 1))
-    return meta, tensors, images, logits
+    return load_fixture("ranet_cifar100_anytime.npz")
 
 
 @pytest.fixture(scope="module")
