@@ -81,10 +81,12 @@ def compile_inference(fn, variables, bucket=None, gather=False):
         `gather`), compiled where the backend allows it.
     """
     backend = keras.backend.backend()
-    if backend == "tensorflow":
-        return _tf_any_batch(gathering(fn) if gather else fn)
     if backend == "jax":
+        # JAX gathers outside the compiled program, padding to a bucket.
         return _jax_bucketed(fn, list(variables), bucket or bucket_size, gather)
+    inner = gathering(fn) if gather else fn
+    if backend == "tensorflow":
+        return _tf_any_batch(inner)
     if backend == "torch":
         import torch
 
@@ -92,14 +94,13 @@ def compile_inference(fn, variables, bucket=None, gather=False):
         # we measured stages of a CIFAR MSDNet 7-20x slower on PyTorch's CPU
         # kernels. (A process-wide setting; it only affects numbers < 1e-38.)
         torch.set_flush_denormal(True)
-        inner = gathering(fn) if gather else fn
 
         def run(*args):
             with torch.no_grad():
                 return inner(*args)
 
         return run
-    return gathering(fn) if gather else fn
+    return inner
 
 
 def compile_dynamic(fn, variables):

@@ -289,8 +289,9 @@ class MultiExitModel(keras.Model):
                 leave = np.ones((len(order),), dtype=bool)
             else:
                 leave = ops.convert_to_numpy(confidence) >= thresholds[k]
-            outputs[order[leave]] = logits[leave]
-            exit_index[order[leave]] = k
+            leaving = order[leave]
+            outputs[leaving] = logits[leave]
+            exit_index[leaving] = k
             staying = np.flatnonzero(~leave)
             if staying.size == 0:
                 break
