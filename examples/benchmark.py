@@ -7,6 +7,11 @@ one `time at 1.0 / time at b`; their ratio is the efficiency.
 
     KERAS_BACKEND=jax python examples/benchmark.py
     KERAS_BACKEND=torch python examples/benchmark.py --model cifar_anytime --repeats 10
+    KERAS_BACKEND=tensorflow python examples/benchmark.py --stage-batches 64,4,1
+
+It also prints how many samples leave at each exit per budget, and with
+`--stage-batches` the time of each compiled stage (with its exit) alone at
+those batch sizes: where the time goes when few samples remain.
 
 The model has random weights and the images are random: only the time per
 FLOP matters here, and the calibration sets how many samples leave where.
@@ -42,6 +47,26 @@ def time_predict(model, x, budget, repeats):
     return float(np.median(times))
 
 
+def time_stages(model, batch, repeats, rng):
+    """Median milliseconds of each compiled stage (and its exit) on `batch` samples."""
+    state = [keras.ops.convert_to_tensor(
+        rng.normal(size=(batch,) + model.image_shape).astype("float32"))]
+    rows = keras.ops.convert_to_tensor(np.arange(batch, dtype="int32"))
+    result = []
+    for k, stage in enumerate(model._stage_fns(compiled=True)):
+        run = (lambda: stage(*state)) if k == 0 else (lambda: stage(rows, *state))
+        outputs = run()  # compiles
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            outputs = run()
+            keras.ops.convert_to_numpy(outputs[1])
+            times.append(time.perf_counter() - start)
+        result.append(float(np.median(times)) * 1e3)
+        state = list(outputs[0]) if isinstance(outputs[0], (list, tuple)) else [outputs[0]]
+    return result
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="cifar_anytime", choices=sorted(MODELS))
@@ -49,6 +74,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--calibration-size", type=int, default=2000)
     parser.add_argument("--budgets", default="1.0,0.75,0.5,0.25")
+    parser.add_argument("--stage-batches", default="",
+                        help="comma-separated batch sizes at which to time each stage alone")
     args = parser.parse_args(argv)
 
     keras.utils.set_random_seed(0)
@@ -61,9 +88,12 @@ def main(argv=None):
     model.calibrate((held_out, labels), budgets=budgets)
     x = rng.normal(size=(args.batch,) + shape).astype("float32")
 
-    rows = []
+    rows, leaving = [], []
+    exit_flops = np.asarray(model.exit_flops(), dtype="float32")
     for b in budgets:
         _, cost = model.predict(x, budget=b, return_cost=True, batch_size=len(x))
+        exits = np.searchsorted(exit_flops, cost)  # cumulative exit costs are distinct
+        leaving.append((b, np.bincount(exits, minlength=len(exit_flops)).tolist()))
         rows.append((b, float(np.mean(cost)), time_predict(model, x, b, args.repeats)))
     base_flops, base_time = rows[0][1], rows[0][2]
     model.predict(x, batch_size=len(x), verbose=0)
@@ -80,6 +110,13 @@ def main(argv=None):
         speedup, ideal = base_time / seconds, base_flops / flops
         print(f"| {b:.2f} | {flops / 1e6:.2f} | {seconds * 1e3:.1f} | {speedup:.2f} | "
               f"{ideal:.2f} | {speedup / ideal:.2f} |")
+    print("\nsamples leaving at each exit:")
+    for b, counts in leaving:
+        print(f"  b={b:.2f}: {counts}")
+    for batch in [int(n) for n in args.stage_batches.split(",") if n]:
+        ms = time_stages(model, batch, args.repeats, rng)
+        print(f"stages alone at batch {batch} (ms): {', '.join(f'{t:.1f}' for t in ms)}; "
+              f"sum {sum(ms):.1f}")
     return rows
 
 
