@@ -5,6 +5,12 @@ samples are not computed further) with thresholds calibrated for `b`. The
 ideal speed-up is `spent FLOPs at budget 1.0 / spent FLOPs at b`, the measured
 one `time at 1.0 / time at b`; their ratio is the efficiency.
 
+Two timings per budget, both in ms per batch:
+- one batch: `predict` on a single batch (latency; the few samples that
+  reach the late stages run them alone);
+- stream: `predict` on `--batches` batches in a row (throughput; the
+  survivors of consecutive batches share the late stages' calls).
+
     KERAS_BACKEND=jax python examples/benchmark.py
     KERAS_BACKEND=torch python examples/benchmark.py --model cifar_anytime --repeats 10
     KERAS_BACKEND=tensorflow python examples/benchmark.py --stage-batches 64,4,1
@@ -36,15 +42,16 @@ MODELS = {
 }
 
 
-def time_predict(model, x, budget, repeats):
-    """Median seconds of one `predict` call (after a warm-up that compiles)."""
-    model.predict(x, budget=budget, batch_size=len(x))
+def time_predict(model, x, budget, batch, repeats):
+    """Median seconds per batch of one `predict` call on `x` (after a warm-up
+    that compiles)."""
+    model.predict(x, budget=budget, batch_size=batch)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        model.predict(x, budget=budget, batch_size=len(x))
+        model.predict(x, budget=budget, batch_size=batch)
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return float(np.median(times)) / (len(x) // batch)
 
 
 def time_stages(model, batch, repeats, rng):
@@ -71,6 +78,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="cifar_anytime", choices=sorted(MODELS))
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batches", type=int, default=8,
+                        help="batches in the stream timing (0: skip it)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--calibration-size", type=int, default=2000)
     parser.add_argument("--budgets", default="1.0,0.75,0.5,0.25")
@@ -86,16 +95,19 @@ def main(argv=None):
     held_out = rng.normal(size=(args.calibration_size,) + shape).astype("float32")
     labels = rng.integers(0, model.num_classes, args.calibration_size)
     model.calibrate((held_out, labels), budgets=budgets)
-    x = rng.normal(size=(args.batch,) + shape).astype("float32")
+    stream = rng.normal(size=(args.batch * max(args.batches, 1),) + shape).astype("float32")
+    x = stream[: args.batch]
 
     rows, leaving = [], []
     exit_flops = np.asarray(model.exit_flops(), dtype="float32")
     for b in budgets:
-        _, cost = model.predict(x, budget=b, return_cost=True, batch_size=len(x))
-        exits = np.searchsorted(exit_flops, cost)  # cumulative exit costs are distinct
+        _, cost = model.predict(stream, budget=b, return_cost=True, batch_size=args.batch)
+        exits = np.searchsorted(exit_flops, cost[: args.batch])  # cumulative costs are distinct
         leaving.append((b, np.bincount(exits, minlength=len(exit_flops)).tolist()))
-        rows.append((b, float(np.mean(cost)), time_predict(model, x, b, args.repeats)))
-    base_flops, base_time = rows[0][1], rows[0][2]
+        one = time_predict(model, x, b, args.batch, args.repeats)
+        many = time_predict(model, stream, b, args.batch, args.repeats) if args.batches else None
+        rows.append((b, float(np.mean(cost[: args.batch])), float(np.mean(cost)), one, many))
+    base_one, base_stream = (rows[0][1], rows[0][3]), (rows[0][2], rows[0][4])
     model.predict(x, batch_size=len(x), verbose=0)
     start = time.perf_counter()
     for _ in range(args.repeats):
@@ -104,13 +116,25 @@ def main(argv=None):
 
     print(f"backend {keras.backend.backend()}, {args.model}, batch {args.batch}, "
           f"median of {args.repeats}; keras predict (last exit, no budget): {full_time * 1e3:.1f} ms")
-    print("| budget | MFLOPs/image spent | ms/batch | speed-up | ideal | efficiency |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for b, flops, seconds in rows:
-        speedup, ideal = base_time / seconds, base_flops / flops
-        print(f"| {b:.2f} | {flops / 1e6:.2f} | {seconds * 1e3:.1f} | {speedup:.2f} | "
-              f"{ideal:.2f} | {speedup / ideal:.2f} |")
-    print("\nsamples leaving at each exit:")
+    print("cells: ms per batch; ideal speed-up (spent FLOPs at 1.0 / at b); efficiency = "
+          "measured speed-up / ideal")
+    print(f"| budget | one batch: MFLOPs/image | ms | ideal | efficiency "
+          f"| stream of {args.batches}: MFLOPs/image | ms | ideal | efficiency |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for b, flops_one, flops_many, one, many in rows:
+        cells = [f"{b:.2f}"]
+        for (base_flops, base_time), flops, seconds in (
+            ((base_one[0], base_one[1]), flops_one, one),
+            ((base_stream[0], base_stream[1]), flops_many, many),
+        ):
+            if seconds is None:
+                cells += ["-"] * 4
+                continue
+            ideal = base_flops / flops
+            cells += [f"{flops / 1e6:.2f}", f"{seconds * 1e3:.1f}", f"{ideal:.2f}",
+                      f"{base_time / seconds / ideal:.2f}"]
+        print("| " + " | ".join(cells) + " |")
+    print("\nsamples of the first batch leaving at each exit:")
     for b, counts in leaving:
         print(f"  b={b:.2f}: {counts}")
     for batch in [int(n) for n in args.stage_batches.split(",") if n]:

@@ -6,6 +6,7 @@ import pytest
 
 import adaptive_zoo
 from adaptive_zoo import convert, data
+from adaptive_zoo.models import multi_exit
 from conftest import load_fixture, relative_error
 
 PAPER_CIFAR_EXIT_MFLOPS = [15.14, 25.51, 37.10, 46.33, 57.34, 66.96, 75.94]
@@ -141,6 +142,40 @@ def test_exited_samples_are_not_computed_further(tiny):
         assert all(n == stays for k, n in seen[1:]) and len(seen) == n_exits
     finally:
         tiny._stage = original
+
+
+def test_predict_pools_the_survivors_of_consecutive_batches(tiny):
+    """predict runs a late stage once a batch's worth of survivors has
+    gathered, not once per batch; every sample still gets its own exit."""
+    x = images(64, seed=4)
+    dense = np.stack([keras.ops.convert_to_numpy(o) for o in tiny(x, exits="all")])
+    confidence = keras.ops.convert_to_numpy(keras.ops.softmax(dense, axis=-1)).max(-1)
+    thresholds = [float(np.quantile(confidence[0], 0.75))] + [2.0] * (tiny.num_exits - 1)
+    chosen = np.where(confidence[0] >= thresholds[0], 0, tiny.num_exits - 1)
+    survivors = int((chosen > 0).sum())
+    sizes = {k: [] for k in range(tiny.num_exits)}
+
+    def recording(k, stage):
+        def run(*args):
+            sizes[k].append(int(args[-1].shape[0] if k == 0 else args[0].shape[0]))
+            return stage(*args)
+
+        return run
+
+    stages = [recording(k, s) for k, s in enumerate(tiny._stage_fns())]
+    pipeline = multi_exit._ExitPipeline(stages, thresholds, tiny.exit_flops(), pool=16)
+    for start in range(0, 64, 16):
+        pipeline.push(keras.ops.convert_to_tensor(x[start : start + 16]))
+    logits, cost = pipeline.finish()
+    np.testing.assert_allclose(logits, dense[chosen, np.arange(64)], atol=1e-5)
+    np.testing.assert_allclose(cost, np.asarray(tiny.exit_flops())[chosen], rtol=1e-6)
+    assert sizes[0] == [16, 16, 16, 16]
+    for k in range(1, tiny.num_exits):
+        # About a quarter of each batch stays: later stages run on the pooled
+        # survivors, each sample once, in fewer calls than batches.
+        assert sum(sizes[k]) == survivors
+        assert len(sizes[k]) < 4
+        assert all(n >= 16 for n in sizes[k][:-1])
 
 
 @pytest.mark.parametrize(

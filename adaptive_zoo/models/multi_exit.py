@@ -257,11 +257,8 @@ class MultiExitModel(keras.Model):
         return fns
 
     def _early_exit(self, inputs, thresholds, stages):
-        """Real early exit: only the samples still running are computed.
-
-        The bookkeeping (who leaves, who stays, the output order) is done in
-        NumPy between the stages; the stages themselves gather the rows they
-        run on.
+        """Real early exit of one batch: only the samples still running are
+        computed.
 
         Args:
             inputs: images.
@@ -271,33 +268,9 @@ class MultiExitModel(keras.Model):
         Returns:
             `(logits, cost)` NumPy arrays in the input order.
         """
-        n = int(inputs.shape[0])
-        exit_flops = np.asarray(self.exit_flops(), dtype="float32")
-        order = np.arange(n)  # input position of each running sample
-        exit_index = np.zeros((n,), dtype="int32")
-        outputs, state, rows = None, [inputs], None
-        for k in range(self.num_exits):
-            if rows is None:
-                state, logits, confidence = stages[k](*state)
-            else:
-                state, logits, confidence = stages[k](rows, *state)
-            state = list(state) if isinstance(state, (list, tuple)) else [state]
-            logits = ops.convert_to_numpy(logits)
-            if outputs is None:
-                outputs = np.zeros((n,) + logits.shape[1:], dtype=logits.dtype)
-            if k == self.num_exits - 1:
-                leave = np.ones((len(order),), dtype=bool)
-            else:
-                leave = ops.convert_to_numpy(confidence) >= thresholds[k]
-            leaving = order[leave]
-            outputs[leaving] = logits[leave]
-            exit_index[leaving] = k
-            staying = np.flatnonzero(~leave)
-            if staying.size == 0:
-                break
-            order = order[staying]
-            rows = ops.convert_to_tensor(staying.astype("int32"))
-        return outputs, exit_flops[exit_index]
+        run = _ExitPipeline(stages, thresholds, self.exit_flops(), pool=1)
+        run.push(inputs)
+        return run.finish()
 
     # ------------------------------------------------------------------ #
     # Batched inference, compiled.
@@ -314,9 +287,13 @@ class MultiExitModel(keras.Model):
         """Keras' `predict`, plus the budget contract.
 
         With `budget=None` this is `keras.Model.predict` (the last exit).
-        With a budget, each batch runs the early-exit path with every stage
+        With a budget, the batches run the early-exit path with every stage
         compiled for the backend (`fast_path.compile_inference`), and
-        exited samples are not computed further.
+        exited samples are not computed further. The samples still running
+        after an exit wait there until a batch's worth of them has gathered
+        from consecutive batches (or the data ends), and then run the next
+        stage together: late stages do not run on one or two samples at a
+        time. Each sample's result is the same as in its batch alone.
 
         Args:
             x: images, a NumPy array or tensor `(N, H, W, C)`, or an
@@ -334,23 +311,37 @@ class MultiExitModel(keras.Model):
                 raise ValueError("return_cost needs a budget; the full model costs profile(model).flops.")
             return super().predict(x, batch_size=batch_size, verbose=verbose, **kwargs)
         thresholds = self._thresholds(budget, mode)
-        outputs, costs = [], []
+        if thresholds is None:
+            logits, cost = self._predict_anytime(x, batch_size, budget)
+        else:
+            run = None
+            for batch in _batches(x, batch_size or 32):
+                batch = ops.convert_to_tensor(batch)
+                self._check_inputs(batch)
+                if run is None:
+                    pool = int(batch.shape[0])
+                    run = _ExitPipeline(
+                        self._stage_fns(compiled=True), thresholds, self.exit_flops(), pool
+                    )
+                run.push(batch)
+            if run is None:
+                raise ValueError("predict got no images.")
+            logits, cost = run.finish()
+        return (logits, cost) if return_cost else logits
+
+    def _predict_anytime(self, x, batch_size, budget):
+        """Every sample to the one exit the anytime rule picks for `budget`."""
+        k = budget_lib.anytime_exit(self.exit_flops(), budget)
+        fn = self._compiled(("anytime", k), lambda: (lambda x: self._anytime(x, k, training=False)))
+        outputs = []
         for batch in _batches(x, batch_size or 32):
             batch = ops.convert_to_tensor(batch)
             self._check_inputs(batch)
-            if thresholds is None:
-                k = budget_lib.anytime_exit(self.exit_flops(), budget)
-                fn = self._compiled(
-                    ("anytime", k), lambda k=k: (lambda x: self._anytime(x, k, training=False))
-                )
-                logits = fn(batch)
-                cost = np.full((batch.shape[0],), float(self.path_flops(k)), dtype="float32")
-            else:
-                logits, cost = self._early_exit(batch, thresholds, self._stage_fns(compiled=True))
-            outputs.append(ops.convert_to_numpy(logits))
-            costs.append(ops.convert_to_numpy(cost))
+            outputs.append(ops.convert_to_numpy(fn(batch)))
+        if not outputs:
+            raise ValueError("predict got no images.")
         logits = np.concatenate(outputs, axis=0)
-        return (logits, np.concatenate(costs)) if return_cost else logits
+        return logits, np.full((len(logits),), float(self.path_flops(k)), dtype="float32")
 
     def predict_all_exits(self, x, batch_size=None):
         """Every exit's logits for every sample, as a NumPy array `(K, N, C)`."""
@@ -440,6 +431,103 @@ class MultiExitModel(keras.Model):
         }
         config.update(self._family_config())
         return config
+
+
+class _Waiting:
+    """Samples waiting for one stage: the state they carry (a list of
+    tensors), the rows of it that are theirs (`None`: all), and their
+    positions in the output."""
+
+    def __init__(self):
+        self.state, self.rows, self.positions = None, None, np.zeros((0,), "int64")
+
+    def __len__(self):
+        return len(self.positions)
+
+    def add(self, state, rows, positions):
+        """Queue more samples; rows of different batches are gathered into
+        one state (so a batch's exited rows are not kept alive)."""
+        if self.state is None:
+            self.state, self.rows, self.positions = state, rows, positions
+            return
+        mine, theirs = self._own_rows(self.state, self.rows), self._own_rows(state, rows)
+        self.state = [ops.concatenate([a, b], axis=0) for a, b in zip(mine, theirs)]
+        self.rows = None
+        self.positions = np.concatenate([self.positions, positions])
+
+    @staticmethod
+    def _own_rows(state, rows):
+        return state if rows is None else [ops.take(t, rows, axis=0) for t in state]
+
+    def take_all(self):
+        taken = (self.state, self.rows, self.positions)
+        self.__init__()
+        return taken
+
+
+class _ExitPipeline:
+    """Real early exit over a stream of batches.
+
+    Each stage runs on the samples that have not left yet, and no others.
+    Who leaves and who stays is decided in NumPy between the stages; the
+    compiled stages gather the rows they run on. A stage runs once `pool`
+    samples wait for it (or at `finish`), so the few survivors of several
+    batches share one call of a late stage.
+
+    Args:
+        stages: from `MultiExitModel._stage_fns`.
+        thresholds: per-exit confidence thresholds (the last is ignored).
+        exit_flops: cumulative cost of each exit.
+        pool: how many samples a stage waits for (1: run at once).
+    """
+
+    def __init__(self, stages, thresholds, exit_flops, pool):
+        self.stages, self.thresholds = stages, thresholds
+        self.exit_flops = np.asarray(exit_flops, dtype="float32")
+        self.pool = max(int(pool), 1)
+        self.waiting = [_Waiting() for _ in stages]
+        self.done = []  # (positions, logits, exit index) of samples that left
+        self.count = 0
+
+    def push(self, images):
+        """Add a batch of images and run every stage that has enough samples."""
+        n = int(images.shape[0])
+        self.waiting[0].add([images], None, np.arange(self.count, self.count + n))
+        self.count += n
+        self._run(self.pool)
+
+    def finish(self):
+        """Run what still waits; `(logits, cost)` NumPy arrays in push order."""
+        self._run(1)
+        positions = np.concatenate([p for p, _, _ in self.done])
+        logits = np.concatenate([l for _, l, _ in self.done])
+        exits = np.concatenate([np.full((len(p),), k) for p, _, k in self.done])
+        order = np.argsort(positions, kind="stable")
+        return logits[order], self.exit_flops[exits[order]]
+
+    def _run(self, pool):
+        last = len(self.stages) - 1
+        for k, stage in enumerate(self.stages):
+            if len(self.waiting[k]) == 0 or len(self.waiting[k]) < pool:
+                continue
+            state, rows, positions = self.waiting[k].take_all()
+            if k == 0:
+                state, logits, confidence = stage(*state)
+            else:
+                if rows is None:
+                    rows = ops.convert_to_tensor(np.arange(len(positions), dtype="int32"))
+                state, logits, confidence = stage(rows, *state)
+            state = list(state) if isinstance(state, (list, tuple)) else [state]
+            logits = ops.convert_to_numpy(logits)
+            if k == last:
+                leave = np.ones((len(positions),), dtype=bool)
+            else:
+                leave = ops.convert_to_numpy(confidence) >= self.thresholds[k]
+            self.done.append((positions[leave], logits[leave], k))
+            staying = np.flatnonzero(~leave)
+            if staying.size:
+                rows = ops.convert_to_tensor(staying.astype("int32"))
+                self.waiting[k + 1].add(state, rows, positions[staying])
 
 
 def _batches(x, batch_size):
