@@ -5,7 +5,8 @@ samples are not computed further) with thresholds calibrated for `b`. The
 ideal speed-up is `spent FLOPs at budget 1.0 / spent FLOPs at b`, the measured
 one `time at 1.0 / time at b`; their ratio is the efficiency.
 
-Two timings per budget, both in ms per batch:
+Two timings per budget, both in ms per batch (the median of `--repeats`
+rounds, each of which times every budget in turn):
 - one batch: `predict` on a single batch (latency; the few samples that
   reach the late stages run them alone);
 - stream: `predict` on `--batches` batches in a row (throughput; the
@@ -42,16 +43,21 @@ MODELS = {
 }
 
 
-def time_predict(model, x, budget, batch, repeats):
-    """Median seconds per batch of one `predict` call on `x` (after a warm-up
-    that compiles)."""
-    model.predict(x, budget=budget, batch_size=batch)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def time_predicts(model, cases, repeats):
+    """Median seconds per batch of `predict` for each `(x, budget, batch)` case.
+
+    Each case is run once to compile; then every round times each case once,
+    in turn, so that a slow spell of the machine affects all cases alike.
+    """
+    for x, budget, batch in cases:
         model.predict(x, budget=budget, batch_size=batch)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) / (len(x) // batch)
+    times = [[] for _ in cases]
+    for _ in range(repeats):
+        for i, (x, budget, batch) in enumerate(cases):
+            start = time.perf_counter()
+            model.predict(x, budget=budget, batch_size=batch)
+            times[i].append((time.perf_counter() - start) / (len(x) // batch))
+    return [float(np.median(t)) for t in times]
 
 
 def time_stages(model, batch, repeats, rng):
@@ -98,15 +104,19 @@ def main(argv=None):
     stream = rng.normal(size=(args.batch * max(args.batches, 1),) + shape).astype("float32")
     x = stream[: args.batch]
 
-    rows, leaving = [], []
+    rows, leaving, cases = [], [], []
     exit_flops = np.asarray(model.exit_flops(), dtype="float32")
     for b in budgets:
         _, cost = model.predict(stream, budget=b, return_cost=True, batch_size=args.batch)
         exits = np.searchsorted(exit_flops, cost[: args.batch])  # cumulative costs are distinct
         leaving.append((b, np.bincount(exits, minlength=len(exit_flops)).tolist()))
-        one = time_predict(model, x, b, args.batch, args.repeats)
-        many = time_predict(model, stream, b, args.batch, args.repeats) if args.batches else None
-        rows.append((b, float(np.mean(cost[: args.batch])), float(np.mean(cost)), one, many))
+        rows.append((b, float(np.mean(cost[: args.batch])), float(np.mean(cost))))
+        cases.append((x, b, args.batch))
+        if args.batches:
+            cases.append((stream, b, args.batch))
+    times = iter(time_predicts(model, cases, args.repeats))
+    rows = [(b, one, many, next(times), next(times) if args.batches else None)
+            for b, one, many in rows]
     base_one, base_stream = (rows[0][1], rows[0][3]), (rows[0][2], rows[0][4])
     model.predict(x, batch_size=len(x), verbose=0)
     start = time.perf_counter()
