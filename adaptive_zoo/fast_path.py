@@ -8,6 +8,10 @@ size changes from call to call (the survivors of an early exit).
   ever compiled. Padding wastes at most 1/8 of a stage's work.
 - PyTorch: eager, under `torch.no_grad()`, with denormals flushed to zero.
 
+For the gated sub-blocks of DMNN, `compile_accumulating` compiles "add this
+sub-block's output onto these rows" as one piece (on JAX: gather, sub-block
+and scatter-add in one program).
+
 Plus two backend-native primitives where `keras.ops` measured slow:
 `scatter_add_rows` (the scatter-add of the gated sub-blocks' results) and, on
 PyTorch, `conv2d` (the inference convolution, without layout copies).
@@ -22,11 +26,14 @@ from keras import ops
 from keras import tree
 
 __all__ = [
+    "accumulating",
     "bucket_size",
+    "compile_accumulating",
     "compile_dynamic",
     "compile_inference",
     "conv2d",
     "gathering",
+    "is_traced",
     "may_call_directly",
     "memoized",
     "scatter_add_rows",
@@ -45,6 +52,21 @@ def bucket_size(n):
     e = n.bit_length() - 4
     m = -(-n // (1 << e))  # ceil
     return m << e
+
+
+def is_traced(x):
+    """True for a tensor being traced (`jax.jit`, `tf.function`), whose
+    values are not at hand, rather than a value."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return isinstance(x, jax.core.Tracer)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.is_symbolic_tensor(x)
+    return False
 
 
 def gathering(fn):
@@ -101,6 +123,93 @@ def compile_inference(fn, variables, bucket=None, gather=False):
 
         return run
     return inner
+
+
+def accumulating(fn, then=None):
+    """`fn`'s output added onto a running sum, for all rows or some.
+
+    Args:
+        fn: a function of one tensor with a leading batch axis, returning a
+            tensor shaped like the running sum's rows.
+        then: optional function applied to the sum when the call is marked
+            `last` (e.g. the block's activation).
+
+    Returns:
+        `acc(out, inputs, index=None, last=False)`: `out + fn(inputs)`, or,
+        with `index`, `out` with `fn(inputs[index])` added to the rows
+        `index` (`scatter_add_rows`); then `then` of it if `last`.
+    """
+
+    def acc(out, inputs, index=None, last=False):
+        if index is None:
+            out = out + fn(inputs)
+        else:
+            out = scatter_add_rows(out, index, fn(ops.take(inputs, index, axis=0)))
+        return then(out) if last and then is not None else out
+
+    return acc
+
+
+def compile_accumulating(fn, variables, then=None, bucket=None):
+    """`accumulating(fn, then)` compiled for inference on the current backend.
+
+    On JAX each case is one `jax.jit` program (the sum, or the gather, `fn`
+    and the scatter-add; with `then` or without), with `index` padded to a
+    bucket by out-of-range rows whose results the scatter drops; the running
+    sum's buffer is reused (donated) when it is not `inputs`. Elsewhere
+    `accumulating` of `compile_inference(fn)`.
+
+    Args:
+        fn, then: as in `accumulating`.
+        variables: every Keras variable that `fn` reads.
+        bucket: JAX only: the padded size for `n` rows (default
+            `bucket_size`).
+
+    Returns:
+        `acc(out, inputs, index=None, last=False)` as in `accumulating`.
+    """
+    if keras.backend.backend() != "jax":
+        return accumulating(compile_inference(fn, variables), then)
+    return _jax_accumulating(fn, list(variables), then, bucket or bucket_size)
+
+
+def _jax_accumulating(fn, variables, then, bucket):
+    import jax
+    import jax.numpy as jnp
+
+    def apply(values, x):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return fn(x)
+
+    def program(some, last):
+        def run(values, out, inputs, index=None):
+            if some:
+                # Padded indices are out of range: clipped when gathering,
+                # dropped when adding.
+                rows = apply(values, jnp.take(inputs, index, axis=0, mode="clip"))
+                out = out.at[index].add(rows.astype(out.dtype), mode="drop")
+            else:
+                out = out + apply(values, inputs)
+            return then(out) if last and then is not None else out
+
+        return run
+
+    programs = {}
+
+    def acc(out, inputs, index=None, last=False):
+        donate = out is not inputs
+        key = (index is not None, bool(last), donate)
+        if key not in programs:
+            programs[key] = jax.jit(program(*key[:2]), donate_argnums=(1,) if donate else ())
+        values = [v.value for v in variables]
+        if index is None:
+            return programs[key](values, out, inputs)
+        n = int(index.shape[0])
+        index = jnp.pad(jnp.asarray(index, "int32"), (0, bucket(n) - n),
+                        constant_values=out.shape[0])
+        return programs[key](values, out, inputs, index)
+
+    return acc
 
 
 def compile_dynamic(fn, variables):

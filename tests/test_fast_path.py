@@ -51,6 +51,32 @@ def test_gathering_runs_only_on_the_selected_rows():
     assert 20 not in seen
 
 
+def test_compiled_accumulation_adds_onto_the_selected_rows_only():
+    layer = keras.layers.Dense(4)
+    layer.build((None, 4))
+    acc = fast_path.compile_accumulating(layer, layer.variables, then=lambda t: t - 1.0)
+    rng = np.random.default_rng(2)
+    x = rng.random((20, 4), dtype=np.float32)
+    out = rng.random((20, 4), dtype=np.float32)
+    dense = keras.ops.convert_to_numpy(layer(x))
+    xt = keras.ops.convert_to_tensor(x)
+    # All rows, onto the inputs themselves (the identity of a residual block).
+    total = keras.ops.convert_to_numpy(acc(xt, xt))
+    np.testing.assert_allclose(total, x + dense, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(xt), x)  # inputs untouched
+    for rows in ([3], [0, 5, 19], list(range(0, 20, 2))):
+        expected = out.copy()
+        expected[rows] += dense[rows]
+        index = keras.ops.convert_to_tensor(np.asarray(rows, "int32"))
+        result = acc(keras.ops.convert_to_tensor(out), xt, index)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(result), expected, atol=1e-6)
+        # The last sub-block's call also applies `then` (the activation).
+        result = acc(keras.ops.convert_to_tensor(out), xt, index, last=True)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(result), expected - 1.0, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(acc(xt, xt, last=True)), x + dense - 1.0,
+                               atol=1e-6)
+
+
 def test_conv2d_pads_like_pytorch_and_adds_the_bias():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(3, 9, 8, 5)).astype("float32")

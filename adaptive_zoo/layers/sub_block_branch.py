@@ -15,6 +15,7 @@ ReLU6), both with PyTorch's padding and BatchNorm constants.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from adaptive_zoo import cost
@@ -202,38 +203,57 @@ class SubBlockBranch(Layer):
             out = out + y
         return activate(out, self.activation)
 
-    def skip(self, inputs, decisions, sub_block_fns=None):
+    def skip(self, inputs, decisions, accumulate_fns=None):
         """Inference with real skipping.
 
         Args:
             inputs: `(batch, H, W, C)`.
             decisions: `(batch, N)` booleans, which sub-blocks run per image.
-            sub_block_fns: optional replacements for the sub-blocks' calls
-                (compiled versions, see `fast_path.compile_inference`).
+            accumulate_fns: optional compiled replacements, one per
+                sub-block, for `fast_path.accumulating(sub-block call,
+                then=the activation)` (see `fast_path.compile_accumulating`).
 
         Returns:
             The same values as `call(inputs, gates)` in inference mode, with
             each sub-block computed only on the images for which it is on.
         """
-        fns = sub_block_fns or [lambda x, b=b: b(x, training=False) for b in self.sub_blocks]
+        accs = accumulate_fns or self.accumulate_fns()
+        if fast_path.is_traced(decisions):
+            return self._skip_traced(inputs, decisions, accs)
+        on = ops.convert_to_numpy(decisions).astype(bool)
+        counts = on.sum(axis=0)
+        running = [i for i in range(len(accs)) if counts[i] > 0]
         out = inputs
-        batch = inputs.shape[0]
-        for i, fn in enumerate(fns):
+        for i in running:
+            last = i == running[-1]
+            if counts[i] == on.shape[0]:  # on for every image: no gather
+                out = accs[i](out, inputs, last=last)
+            else:
+                index = ops.convert_to_tensor(np.flatnonzero(on[:, i]).astype("int32"))
+                out = accs[i](out, inputs, index, last=last)
+        return out if running else activate(out, self.activation)
+
+    def accumulate_fns(self):
+        """`fast_path.accumulating` of each sub-block's inference call, with
+        the block's activation as `then`."""
+        return [
+            fast_path.accumulating(lambda x, b=b: b(x, training=False), self._activate)
+            for b in self.sub_blocks
+        ]
+
+    def _activate(self, x):
+        return activate(x, self.activation)
+
+    def _skip_traced(self, inputs, decisions, accs):
+        """`skip` inside a TensorFlow graph (`fast_path.compile_dynamic`),
+        where the counts are known at run time only. Empty selections are skipped there too (oneDNN's
+        convolution returns a wrongly shaped result on an empty batch)."""
+        out = inputs
+        for i, acc in enumerate(accs):
             index = ops.nonzero(decisions[:, i])[0]
-            count = index.shape[0]
-
-            def add(out=out, fn=fn, index=index):
-                return fast_path.scatter_add_rows(out, index, fn(ops.take(inputs, index, axis=0)))
-
-            if count is None:
-                # Traced (a TensorFlow graph): the count is known at run time
-                # only. Skip empty selections there too (oneDNN's convolution
-                # returns a wrongly shaped result on an empty batch).
-                out = ops.cond(ops.size(index) > 0, add, lambda out=out: out)
-            elif count == batch:  # on for every image: no gather
-                out = out + fn(inputs)
-            elif count > 0:
-                out = add()
+            out = ops.cond(ops.size(index) > 0,
+                           lambda out=out, acc=acc, index=index: acc(out, inputs, index),
+                           lambda out=out: out)
         return activate(out, self.activation)
 
     def compute_output_shape(self, inputs_shape, gates_shape=None):

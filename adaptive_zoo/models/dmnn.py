@@ -499,8 +499,9 @@ class DMNN(keras.Model):
                         logits, state = gate.controller(x, None)
                         return GumbelGate.on_probability(logits), state
                 gate_c[g] = compile_(gfn, gate.variables)
-                sub_c[g] = [compile_(lambda x, s=s: s(x, training=False), s.variables,
-                                     bucket=_sub_block_bucket)
+                sub_c[g] = [fast_path.compile_accumulating(
+                                lambda x, s=s: s(x, training=False), s.variables,
+                                then=block._activate, bucket=_sub_block_bucket)
                             for s in block.sub_blocks]
         head_c = compile_(lambda x: self._features_to_logits(x, training=False),
                           [v for layer in self.head for v in layer.variables])

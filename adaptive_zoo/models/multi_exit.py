@@ -29,20 +29,6 @@ __all__ = ["MultiExitModel"]
 _MODES = ("auto", "anytime", "budgeted")
 
 
-def _is_symbolic(x):
-    """True for a tensor being traced (jax.jit, tf.function), not a value."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return isinstance(x, jax.core.Tracer)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.is_symbolic_tensor(x)
-    return False
-
-
 class MultiExitModel(keras.Model):
     """A network with several exit classifiers and a per-image compute budget.
 
@@ -185,7 +171,7 @@ class MultiExitModel(keras.Model):
             k = budget_lib.anytime_exit(self.exit_flops(), budget)
             logits = self._anytime(inputs, k)
             return self._with_cost(logits, self.path_flops(k), inputs, return_cost)
-        if _is_symbolic(inputs):
+        if fast_path.is_traced(inputs):
             raise ValueError(
                 "Early exit has data-dependent shapes, which a traced function (jax.jit, "
                 "tf.function) cannot hold. Call the model eagerly, or use "
