@@ -134,8 +134,8 @@ def main(argv=None):
     for b, flops_one, flops_many, one, many in rows:
         cells = [f"{b:.2f}"]
         for (base_flops, base_time), flops, seconds in (
-            ((base_one[0], base_one[1]), flops_one, one),
-            ((base_stream[0], base_stream[1]), flops_many, many),
+            (base_one, flops_one, one),
+            (base_stream, flops_many, many),
         ):
             if seconds is None:
                 cells += ["-"] * 4

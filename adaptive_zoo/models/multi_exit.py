@@ -301,17 +301,13 @@ class MultiExitModel(keras.Model):
             logits, cost = self._predict_anytime(x, batch_size, budget)
         else:
             run = None
-            for batch in _batches(x, batch_size or 32):
-                batch = ops.convert_to_tensor(batch)
-                self._check_inputs(batch)
+            for batch in self._checked_batches(x, batch_size or 32):
                 if run is None:
                     pool = int(batch.shape[0])
                     run = _ExitPipeline(
                         self._stage_fns(compiled=True), thresholds, self.exit_flops(), pool
                     )
                 run.push(batch)
-            if run is None:
-                raise ValueError("predict got no images.")
             logits, cost = run.finish()
         return (logits, cost) if return_cost else logits
 
@@ -319,23 +315,27 @@ class MultiExitModel(keras.Model):
         """Every sample to the one exit the anytime rule picks for `budget`."""
         k = budget_lib.anytime_exit(self.exit_flops(), budget)
         fn = self._compiled(("anytime", k), lambda: (lambda x: self._anytime(x, k, training=False)))
-        outputs = []
-        for batch in _batches(x, batch_size or 32):
-            batch = ops.convert_to_tensor(batch)
-            self._check_inputs(batch)
-            outputs.append(ops.convert_to_numpy(fn(batch)))
-        if not outputs:
-            raise ValueError("predict got no images.")
+        outputs = [ops.convert_to_numpy(fn(b)) for b in self._checked_batches(x, batch_size or 32)]
         logits = np.concatenate(outputs, axis=0)
         return logits, np.full((len(logits),), float(self.path_flops(k)), dtype="float32")
+
+    def _checked_batches(self, x, batch_size):
+        """The image batches of `x` as tensors, each checked; an error if
+        there are none."""
+        empty = True
+        for batch in _batches(x, batch_size):
+            batch = ops.convert_to_tensor(batch)
+            self._check_inputs(batch)
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("predict got no images.")
 
     def predict_all_exits(self, x, batch_size=None):
         """Every exit's logits for every sample, as a NumPy array `(K, N, C)`."""
         fn = self._compiled(("all",), lambda: (lambda x: self._all_exits(x, training=False)))
         outputs = []
-        for batch in _batches(x, batch_size or 64):
-            batch = ops.convert_to_tensor(batch)
-            self._check_inputs(batch)
+        for batch in self._checked_batches(x, batch_size or 64):
             outputs.append(np.stack([ops.convert_to_numpy(o) for o in fn(batch)]))
         return np.concatenate(outputs, axis=1)
 
@@ -445,10 +445,6 @@ class _Waiting:
     def _own_rows(state, rows):
         return state if rows is None else [ops.take(t, rows, axis=0) for t in state]
 
-    def take_all(self):
-        taken = (self.state, self.rows, self.positions)
-        self.__init__()
-        return taken
 
 
 class _ExitPipeline:
@@ -494,9 +490,10 @@ class _ExitPipeline:
     def _run(self, pool):
         last = len(self.stages) - 1
         for k, stage in enumerate(self.stages):
-            if len(self.waiting[k]) == 0 or len(self.waiting[k]) < pool:
+            if len(self.waiting[k]) < pool:
                 continue
-            state, rows, positions = self.waiting[k].take_all()
+            waiting, self.waiting[k] = self.waiting[k], _Waiting()
+            state, rows, positions = waiting.state, waiting.rows, waiting.positions
             if k == 0:
                 state, logits, confidence = stage(*state)
             else:
