@@ -51,6 +51,13 @@ def test_gathering_runs_only_on_the_selected_rows():
     assert 20 not in seen
 
 
+def test_take_rows_gathers_the_given_rows_in_order():
+    x = np.arange(5 * 2 * 3, dtype="float32").reshape(5, 2, 3)
+    rows = np.array([4, 0, 2, 2], dtype="int32")
+    taken = fast_path.take_rows(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(rows))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(taken), x[rows])
+
+
 def test_compiled_accumulation_adds_onto_the_selected_rows_only():
     layer = keras.layers.Dense(4)
     layer.build((None, 4))

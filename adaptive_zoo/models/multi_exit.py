@@ -420,31 +420,51 @@ class MultiExitModel(keras.Model):
 
 
 class _Waiting:
-    """Samples waiting for one stage: the state they carry (a list of
-    tensors), the rows of it that are theirs (`None`: all), and their
-    positions in the output."""
+    """Samples waiting for one stage, and the state they carry.
+
+    The first batch to arrive is kept as it came (its whole state and the
+    rows of it that wait), so that a stage fed by one batch gathers its rows
+    inside the compiled graph. Once a second batch arrives, each batch's
+    waiting rows are gathered out (so exited rows are not kept alive), and
+    `take` concatenates them once, however many batches there were.
+    """
 
     def __init__(self):
-        self.state, self.rows, self.positions = None, None, np.zeros((0,), "int64")
+        self.first = None  # (state, rows) of a lone batch, rows None for all
+        self.copied = []  # per batch: its waiting rows of each state tensor
+        self.positions = []
 
     def __len__(self):
-        return len(self.positions)
+        return sum(len(p) for p in self.positions)
 
     def add(self, state, rows, positions):
-        """Queue more samples; rows of different batches are gathered into
-        one state (so a batch's exited rows are not kept alive)."""
-        if self.state is None:
-            self.state, self.rows, self.positions = state, rows, positions
-            return
-        mine, theirs = self._own_rows(self.state, self.rows), self._own_rows(state, rows)
-        self.state = [ops.concatenate([a, b], axis=0) for a, b in zip(mine, theirs)]
-        self.rows = None
-        self.positions = np.concatenate([self.positions, positions])
+        """Queue the `rows` of `state` (a list of tensors; `None`: all rows),
+        whose outputs go to `positions`."""
+        if self.first is not None:
+            self.copied.append(_gather(*self.first))
+            self.first = None
+        if self.copied:
+            self.copied.append(_gather(state, rows))
+        else:
+            self.first = (state, rows)
+        self.positions.append(positions)
 
-    @staticmethod
-    def _own_rows(state, rows):
-        return state if rows is None else [ops.take(t, rows, axis=0) for t in state]
+    def take(self):
+        """`(state, rows, positions)` for one stage call: `rows` index
+        `state` (`None`: all rows), `positions` are the output slots."""
+        positions = np.concatenate(self.positions)
+        if self.first is not None:
+            return self.first[0], self.first[1], positions
+        state = [ops.concatenate(parts, axis=0) for parts in zip(*self.copied)]
+        return state, None, positions
 
+
+def _gather(state, rows):
+    """The given rows (`None`: all) of each tensor of `state`."""
+    if rows is None:
+        return list(state)
+    rows = ops.convert_to_tensor(rows.astype("int32"))
+    return [fast_path.take_rows(t, rows) for t in state]
 
 
 class _ExitPipeline:
@@ -493,12 +513,13 @@ class _ExitPipeline:
             if len(self.waiting[k]) < pool:
                 continue
             waiting, self.waiting[k] = self.waiting[k], _Waiting()
-            state, rows, positions = waiting.state, waiting.rows, waiting.positions
+            state, rows, positions = waiting.take()
             if k == 0:
                 state, logits, confidence = stage(*state)
             else:
                 if rows is None:
-                    rows = ops.convert_to_tensor(np.arange(len(positions), dtype="int32"))
+                    rows = np.arange(len(positions))
+                rows = ops.convert_to_tensor(rows.astype("int32"))
                 state, logits, confidence = stage(rows, *state)
             state = list(state) if isinstance(state, (list, tuple)) else [state]
             logits = ops.convert_to_numpy(logits)
@@ -509,8 +530,7 @@ class _ExitPipeline:
             self.done.append((positions[leave], logits[leave], k))
             staying = np.flatnonzero(~leave)
             if staying.size:
-                rows = ops.convert_to_tensor(staying.astype("int32"))
-                self.waiting[k + 1].add(state, rows, positions[staying])
+                self.waiting[k + 1].add(state, staying, positions[staying])
 
 
 def _batches(x, batch_size):
