@@ -78,11 +78,11 @@ def gathering(fn):
         fn: a function of tensors with a leading batch axis.
 
     Returns:
-        `run(indices, *tensors) == fn(*(take(t, indices, axis=0) ...))`.
+        `run(indices, *tensors) == fn(*(take_rows(t, indices) ...))`.
     """
 
     def run(indices, *tensors):
-        return fn(*[ops.take(t, indices, axis=0) for t in tensors])
+        return fn(*[take_rows(t, indices) for t in tensors])
 
     return run
 
@@ -146,7 +146,7 @@ def accumulating(fn, then=None):
         if index is None:
             out = out + fn(inputs)
         else:
-            out = scatter_add_rows(out, index, fn(ops.take(inputs, index, axis=0)))
+            out = scatter_add_rows(out, index, fn(take_rows(inputs, index)))
         return then(out) if last and then is not None else out
 
     return acc
@@ -288,12 +288,13 @@ def _jax_bucketed(fn, variables, bucket=bucket_size, gather=False):
 
 
 def take_rows(x, indices):
-    """`x[indices]` along the batch axis, for non-negative `indices`.
+    """`x[indices]` along the batch axis, for non-negative `indices`: the
+    row gather of this module (`gathering`, `accumulating`, and the survivors
+    pooled between stages, which gather eagerly).
 
     On TensorFlow, native `tf.gather`: `keras.ops.take` first maps negative
-    indices with extra ops, which eagerly cost about 0.8 ms per call here
-    (the survivors pooled between stages gather eagerly). Elsewhere
-    `keras.ops.take`.
+    indices with extra ops, which eagerly cost about 0.8 ms per call here.
+    Elsewhere `keras.ops.take`.
 
     Args:
         x: a tensor with a leading batch axis.
