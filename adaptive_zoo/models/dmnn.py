@@ -28,7 +28,7 @@ from keras import ops
 from adaptive_zoo import budget as budget_lib
 from adaptive_zoo import cost
 from adaptive_zoo import fast_path
-from adaptive_zoo.models.inputs import check_image_batch
+from adaptive_zoo.models.inputs import check_image_batch, image_batches
 from adaptive_zoo import losses as losses_lib
 from adaptive_zoo import weights as weights_lib
 from adaptive_zoo.layers.base import Layer
@@ -610,7 +610,7 @@ class DMNN(keras.Model):
         outputs, costs = [], []
         whole = self._whole_skipping(rule)
         pieces = None if whole is not None else self._compiled_pieces()
-        for batch in _batches(x, batch_size):
+        for batch in image_batches(x, batch_size):
             batch = ops.convert_to_tensor(batch)
             self._check_inputs(batch)
             if whole is not None:
@@ -648,7 +648,7 @@ class DMNN(keras.Model):
         if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
             data = data[0]
         images = np.concatenate([np.asarray(ops.convert_to_numpy(b) if not isinstance(b, np.ndarray) else b)
-                                 for b in _batches(data, batch_size or 64)])
+                                 for b in image_batches(data, batch_size or 64)])
         full = self.full_flops()
         if budgets is None:
             low = min(1.0, self.cheapest_budget() + 0.05)
@@ -1038,18 +1038,3 @@ def _sub_block_bucket(n):
     """JAX: the gathered batch of a sub-block is padded to a multiple of 8
     (at most 7 wasted rows) so that few shapes are compiled."""
     return n if n <= 1 else -(-n // 8) * 8
-
-
-def _batches(x, batch_size):
-    """Yield image batches from an array or an iterable of batches."""
-    if hasattr(x, "shape") and len(getattr(x, "shape", ())) == 4:
-        for start in range(0, int(x.shape[0]), batch_size):
-            yield x[start : start + batch_size]
-        return
-    if hasattr(x, "shape"):
-        yield x  # wrong rank: the input check reports it
-        return
-    for item in x:
-        if isinstance(item, (tuple, list)):
-            item = item[0]
-        yield item

@@ -1,6 +1,8 @@
-"""Input checks shared by every model of the zoo."""
+"""Input checks and batching shared by every model of the zoo."""
 
-__all__ = ["check_image_batch"]
+from keras import ops
+
+__all__ = ["check_image_batch", "image_batches"]
 
 
 def check_image_batch(name, image_shape, inputs):
@@ -25,3 +27,35 @@ def check_image_batch(name, image_shape, inputs):
                 f"{name} was built for {image_shape[0]}x{image_shape[1]} "
                 f"images; got {axis} {got} in an input of shape {shape}."
             )
+
+
+def image_batches(x, batch_size):
+    """Yield the image batches of `x`, as the models' `predict` and
+    `calibrate` take it.
+
+    Args:
+        x: an array or tensor of images `(N, H, W, C)`, split into batches of
+            `batch_size`; or an iterable of image batches or of
+            `(images, labels, ...)` tuples (the labels are dropped).
+        batch_size: rows per batch for an array.
+
+    Returns:
+        A generator of image batches. An array of another rank is yielded
+        whole, so that the caller's `check_image_batch` names its rank.
+
+    Raises:
+        ValueError: for a batch given as a dict.
+    """
+    if hasattr(x, "shape"):
+        if len(x.shape) == 4:
+            for start in range(0, int(x.shape[0]), batch_size):
+                yield x[start : start + batch_size]
+        else:
+            yield x
+        return
+    for item in x:
+        if isinstance(item, (tuple, list)):
+            item = item[0]
+        if isinstance(item, dict):
+            raise ValueError("Batches must be images or (images, labels) pairs, not dicts.")
+        yield item if hasattr(item, "shape") else ops.convert_to_numpy(item)

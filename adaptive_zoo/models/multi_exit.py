@@ -22,7 +22,7 @@ from keras import ops
 
 from adaptive_zoo import budget as budget_lib
 from adaptive_zoo import fast_path
-from adaptive_zoo.models.inputs import check_image_batch
+from adaptive_zoo.models.inputs import check_image_batch, image_batches
 
 __all__ = ["MultiExitModel"]
 
@@ -323,7 +323,7 @@ class MultiExitModel(keras.Model):
         """The image batches of `x` as tensors, each checked; an error if
         there are none."""
         empty = True
-        for batch in _batches(x, batch_size):
+        for batch in image_batches(x, batch_size):
             batch = ops.convert_to_tensor(batch)
             self._check_inputs(batch)
             empty = False
@@ -531,20 +531,6 @@ class _ExitPipeline:
             staying = np.flatnonzero(~leave)
             if staying.size:
                 self.waiting[k + 1].add(state, staying, positions[staying])
-
-
-def _batches(x, batch_size):
-    """Yield image batches from an array or an iterable of batches."""
-    if hasattr(x, "shape") and len(getattr(x, "shape", ())) == 4:
-        for start in range(0, int(x.shape[0]), batch_size):
-            yield x[start : start + batch_size]
-        return
-    for item in x:
-        if isinstance(item, (tuple, list)):
-            item = item[0]
-        if isinstance(item, dict):
-            raise ValueError("Batches must be images or (images, labels) pairs, not dicts.")
-        yield ops.convert_to_numpy(item) if not hasattr(item, "shape") else item
 
 
 def _split_labeled(data):

@@ -1,0 +1,33 @@
+"""Batching and input checks shared by the models (`models/inputs.py`)."""
+
+import numpy as np
+import pytest
+
+from adaptive_zoo.models.inputs import check_image_batch, image_batches
+
+
+def test_an_array_is_split_into_batches_in_order():
+    x = np.arange(10 * 2 * 2 * 1, dtype="float32").reshape(10, 2, 2, 1)
+    batches = list(image_batches(x, 4))
+    assert [len(b) for b in batches] == [4, 4, 2]
+    np.testing.assert_array_equal(np.concatenate(batches), x)
+
+
+def test_labels_are_dropped_from_an_iterable_of_pairs():
+    x = np.ones((3, 2, 2, 1), "float32")
+    pairs = [(x, np.zeros(3)), (2 * x, np.ones(3))]
+    batches = list(image_batches(pairs, batch_size=64))
+    assert len(batches) == 2
+    np.testing.assert_array_equal(batches[1], 2 * x)
+
+
+def test_a_wrong_rank_array_reaches_the_check_whole():
+    x = np.zeros((16, 16, 1), "float32")  # one image without its batch axis
+    (batch,) = image_batches(x, 4)
+    with pytest.raises(ValueError, match="rank 3"):
+        check_image_batch("Model", (16, 16, 1), batch)
+
+
+def test_dict_batches_are_refused():
+    with pytest.raises(ValueError, match="not dicts"):
+        list(image_batches([{"images": np.zeros((1, 2, 2, 1))}], 4))
