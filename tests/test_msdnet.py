@@ -89,28 +89,50 @@ def test_anytime_budget_takes_the_deepest_exit_that_fits(tiny):
         assert np.allclose(cost, tiny.path_flops(k))
 
 
+def dense_simulation(model, x, thresholds):
+    """Every exit computed densely; returns (each sample's logits at the
+    first exit whose confidence passes its threshold, that exit)."""
+    dense = np.stack([keras.ops.convert_to_numpy(o) for o in model(x, exits="all")])
+    probs = keras.ops.convert_to_numpy(keras.ops.softmax(dense, axis=-1)).max(-1)
+    passed = probs >= np.asarray(thresholds)[:, None]
+    passed[-1] = True
+    chosen = passed.argmax(0)
+    return dense[chosen, np.arange(len(x))], chosen
+
+
 def test_calibrated_early_exit_equals_the_dense_simulation(tiny):
     x, y = images(120, seed=1), np.random.default_rng(2).integers(0, 10, 120)
     calibration = tiny.calibrate((x, y), budgets=[0.6, 0.8, 1.0])
     assert calibration.budgets == [0.6, 0.8, 1.0]
-    dense = np.stack([keras.ops.convert_to_numpy(o) for o in tiny(x, exits="all")])
-    probs = keras.ops.convert_to_numpy(keras.ops.softmax(dense, axis=-1)).max(-1)
     exit_flops = np.asarray(tiny.exit_flops())
     for budget in (0.6, 0.7, 0.8):
-        thresholds = calibration.thresholds_for(budget)
-        passed = probs >= np.asarray(thresholds)[:, None]
-        passed[-1] = True
-        chosen = passed.argmax(0)
+        expected, chosen = dense_simulation(tiny, x, calibration.thresholds_for(budget))
         logits, cost = tiny(x, budget=budget, return_cost=True)
-        np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(logits), dense[chosen, np.arange(len(x))], atol=1e-5
-        )
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(logits), expected, atol=1e-5)
         np.testing.assert_allclose(keras.ops.convert_to_numpy(cost), exit_flops[chosen], rtol=1e-6)
         # predict() runs the compiled stages and agrees with call().
         logits_p, cost_p = tiny.predict(x, budget=budget, return_cost=True, batch_size=40)
-        np.testing.assert_allclose(logits_p, dense[chosen, np.arange(len(x))], atol=1e-5)
+        np.testing.assert_allclose(logits_p, expected, atol=1e-5)
         np.testing.assert_allclose(cost_p, exit_flops[chosen], rtol=1e-6)
     tiny.calibration = None
+
+
+def test_compiled_predict_follows_new_weights():
+    # Each compiled stage reads only its own variables; after the weights
+    # change (fit, load_weights, set_weights) it must compute with the new
+    # values in every stage and exit, not with values baked in at compile time.
+    keras.utils.set_random_seed(3)
+    model = adaptive_zoo.MSDNetTiny(num_classes=10, input_shape=(16, 16, 1))
+    x, y = images(60, seed=4), np.random.default_rng(5).integers(0, 10, 60)
+    model.calibrate((x, y), budgets=[0.6, 1.0])
+    thresholds = model.calibration.thresholds_for(0.6)
+    model.predict(x, budget=0.6, batch_size=60)  # compiles the stages
+    rng = np.random.default_rng(6)
+    model.set_weights([w * (1 + 0.2 * rng.standard_normal(w.shape)).astype(w.dtype)
+                       for w in model.get_weights()])
+    expected, chosen = dense_simulation(model, x, thresholds)
+    assert len(np.unique(chosen)) > 1  # several exits: their heads decide
+    np.testing.assert_allclose(model.predict(x, budget=0.6, batch_size=60), expected, atol=1e-5)
 
 
 def test_exited_samples_are_not_computed_further(tiny):

@@ -177,6 +177,9 @@ class MSDNet(MultiExitModel):
     def _exit(self, k, state, training=None):
         return self.heads[k](state, training=training)
 
+    def _stage_variables(self, k):
+        return [v for layer in self.blocks[k] + [self.heads[k]] for v in layer.variables]
+
     def _stage_flops(self):
         shape = self.image_shape
         shapes = (None,) + shape

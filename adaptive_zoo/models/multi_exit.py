@@ -78,6 +78,12 @@ class MultiExitModel(keras.Model):
         """Cost per image of each stage (stage 0 includes the stem)."""
         raise NotImplementedError
 
+    def _stage_variables(self, k):
+        """Every variable that stage `k` and its exit read; the compiled
+        stage takes only these (on JAX, as arguments of each call: passing
+        all of the model's costs time per call). Default: all of them."""
+        return self.variables
+
     def _exit_own_flops(self):
         """Cost per image of each exit head alone."""
         raise NotImplementedError
@@ -235,6 +241,7 @@ class MultiExitModel(keras.Model):
                     ("stage", k),
                     lambda k=k: self._stage_and_exit_fn(k),
                     gather=gather,
+                    variables=self._stage_variables(k),
                 )
             else:
                 fn = self._stage_and_exit_fn(k)
@@ -261,10 +268,10 @@ class MultiExitModel(keras.Model):
     # ------------------------------------------------------------------ #
     # Batched inference, compiled.
     # ------------------------------------------------------------------ #
-    def _compiled(self, key, make_fn, gather=False):
+    def _compiled(self, key, make_fn, gather=False, variables=None):
         if key not in self._compiled_fns:
             self._compiled_fns[key] = fast_path.compile_inference(
-                make_fn(), self.variables, gather=gather
+                make_fn(), self.variables if variables is None else variables, gather=gather
             )
         return self._compiled_fns[key]
 
