@@ -35,6 +35,7 @@ from adaptive_zoo.layers.base import Layer
 from adaptive_zoo.layers.conv_bn import AuthorsInit, ConvBNAct
 from adaptive_zoo.layers.gumbel_gate import GumbelGate
 from adaptive_zoo.layers.sub_block_branch import (
+    BottleneckSubBlock,
     InvertedResidualSubBlock,
     SubBlockBranch,
 )
@@ -97,40 +98,34 @@ class ResNetBlock(Layer):
     def __init__(self, width, filters, strides=1, **kwargs):
         super().__init__(**kwargs)
         self.width, self.filters, self.strides = int(width), int(filters), int(strides)
-        self.conv1 = ConvBNAct(self.width, 1, name="conv1")
-        self.conv2 = ConvBNAct(self.width, 3, strides=self.strides, name="conv2")
-        self.conv3 = ConvBNAct(self.filters, 1, activation=None, name="conv3")
+        self.residual = BottleneckSubBlock(self.width, self.filters, self.strides, name="residual")
         self.shortcut = None
 
+    def _projects(self, input_shape):
+        return self.strides != 1 or input_shape[-1] != self.filters
+
     def build(self, input_shape):
-        if self.strides != 1 or input_shape[-1] != self.filters:
+        self.residual.build(input_shape)
+        if self._projects(input_shape):
             self.shortcut = ConvBNAct(self.filters, 1, strides=self.strides, activation=None,
                                       name="shortcut")
             self.shortcut.build(input_shape)
-        shape = input_shape
-        for layer in (self.conv1, self.conv2, self.conv3):
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
 
     def call(self, inputs, training=None):
-        y = self.conv3(self.conv2(self.conv1(inputs, training=training), training=training),
-                       training=training)
+        y = self.residual(inputs, training=training)
         identity = inputs if self.shortcut is None else self.shortcut(inputs, training=training)
         return ops.relu(y + identity)
 
     def compute_output_shape(self, input_shape):
-        return self.conv2.compute_output_shape(input_shape)[:3] + (self.filters,)
+        return self.residual.compute_output_shape(input_shape)
 
     def flops(self, input_shape):
         """Multiply-adds for one image `(H, W, C)`."""
-        shape, total = (None,) + tuple(input_shape), 0
-        for layer in (self.conv1, self.conv2, self.conv3):
-            total += layer.flops(shape[1:])
-            shape = layer.compute_output_shape(shape)
-        _, h, w, c = shape
-        if self.strides != 1 or input_shape[-1] != self.filters:
+        _, h, w, c = self.compute_output_shape((None,) + tuple(input_shape))
+        total = self.residual.flops(input_shape) + cost.relu_flops(h, w, c)
+        if self._projects(input_shape):
             total += cost.conv_flops(input_shape[-1], self.filters, 1, h, w)
-        return total + cost.relu_flops(h, w, c)
+        return total
 
     def get_config(self):
         config = super().get_config()
