@@ -128,7 +128,7 @@ def compile_inference(fn, variables, bucket=None, gather=False):
     return inner
 
 
-def accumulating(fn, then=None):
+def accumulating(fn, then=None, take=None, add=None):
     """`fn`'s output added onto a running sum, for all rows or some.
 
     Args:
@@ -136,18 +136,22 @@ def accumulating(fn, then=None):
             tensor shaped like the running sum's rows.
         then: optional function applied to the sum when the call is marked
             `last` (e.g. the block's activation).
+        take, add: the row gather `take(x, index)` and the scatter-add
+            `add(out, index, rows)` (default `take_rows`, `scatter_add_rows`).
 
     Returns:
         `acc(out, inputs, index=None, last=False)`: `out + fn(inputs)`, or,
         with `index`, `out` with `fn(inputs[index])` added to the rows
-        `index` (`scatter_add_rows`); then `then` of it if `last`.
+        `index`; then `then` of it if `last`.
     """
+    take = take or take_rows
+    add = add or scatter_add_rows
 
     def acc(out, inputs, index=None, last=False):
         if index is None:
             out = out + fn(inputs)
         else:
-            out = scatter_add_rows(out, index, fn(take_rows(inputs, index)))
+            out = add(out, index, fn(take(inputs, index)))
         return then(out) if last and then is not None else out
 
     return acc
@@ -184,16 +188,18 @@ def _jax_accumulating(fn, variables, then, bucket):
         with keras.StatelessScope(state_mapping=list(zip(variables, values))):
             return fn(x)
 
-    def program(some, last):
+    # Padded indices are out of range: clipped when gathering, dropped when
+    # adding.
+    def take(x, index):
+        return jnp.take(x, index, axis=0, mode="clip")
+
+    def add(out, index, rows):
+        return out.at[index].add(rows.astype(out.dtype), mode="drop")
+
+    def program(last):
         def run(values, out, inputs, index=None):
-            if some:
-                # Padded indices are out of range: clipped when gathering,
-                # dropped when adding.
-                rows = apply(values, jnp.take(inputs, index, axis=0, mode="clip"))
-                out = out.at[index].add(rows.astype(out.dtype), mode="drop")
-            else:
-                out = out + apply(values, inputs)
-            return then(out) if last and then is not None else out
+            body = accumulating(lambda x: apply(values, x), then, take, add)
+            return body(out, inputs, index, last)
 
         return run
 
@@ -203,7 +209,7 @@ def _jax_accumulating(fn, variables, then, bucket):
         donate = out is not inputs
         key = (index is not None, bool(last), donate)
         if key not in programs:
-            programs[key] = jax.jit(program(*key[:2]), donate_argnums=(1,) if donate else ())
+            programs[key] = jax.jit(program(key[1]), donate_argnums=(1,) if donate else ())
         values = [v.value for v in variables]
         if index is None:
             return programs[key](values, out, inputs)
