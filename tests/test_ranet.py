@@ -289,6 +289,26 @@ def test_compiled_predict_matches_call(tiny):
         np.testing.assert_array_equal(fast_cost, _numpy(cost))
 
 
+def test_compiled_predict_follows_new_weights():
+    # Each compiled stage takes only the variables of its blocks and exit;
+    # after set_weights, predict must compute with the new values everywhere
+    # (it fails if a stage's list misses a variable that JAX then bakes in).
+    keras.utils.set_random_seed(7)
+    model = _tiny_model()
+    rng = np.random.default_rng(8)
+    images = rng.normal(size=(24, 16, 16, 3)).astype("float32")
+    model.calibrate((images, rng.integers(0, 5, size=24)), budgets=[0.7, 1.0])
+    model.predict(images, budget=0.7, batch_size=24)  # compiles the stages
+    model.set_weights([w * (1 + 0.2 * rng.standard_normal(w.shape)).astype(w.dtype)
+                       for w in model.get_weights()])
+    images = rng.normal(size=(24, 16, 16, 3)).astype("float32")
+    logits, cost = model(images, budget=0.7, return_cost=True)  # eager: the new weights
+    assert len(np.unique(_numpy(cost))) > 1  # several exits: their heads decide
+    fast_logits, fast_cost = model.predict(images, budget=0.7, return_cost=True, batch_size=24)
+    np.testing.assert_allclose(fast_logits, _numpy(logits), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(fast_cost, _numpy(cost))
+
+
 def test_anytime_budget_and_cost(tiny):
     images = np.zeros((3, 16, 16, 3), dtype="float32")
     flops = tiny.exit_flops()

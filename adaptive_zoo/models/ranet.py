@@ -274,13 +274,15 @@ class RANet(MultiExitModel):
             live_keys.append(tuple(live))
         self._live = tuple(live_keys)
 
+    def _op_layer(self, op):
+        return self.stem if op["kind"] == "stem" else self.flows[op["flow"]][op["block"]]
+
     def _run_op(self, op, values, training):
         if op["kind"] == "stem":
             for i, feature in enumerate(self.stem(values[_IMAGE], training=training)):
                 values[("base", i)] = feature
             return
-        ii, b = op["flow"], op["block"]
-        outputs = self.flows[ii][b]([values[key] for key in op["reads"]], training=training)
+        outputs = self._op_layer(op)([values[key] for key in op["reads"]], training=training)
         for key, value in zip(op["writes"], outputs):
             values[key] = value
 
@@ -308,6 +310,10 @@ class RANet(MultiExitModel):
     def _exit(self, k, state, training=None):
         values = self._unpack(k, state)
         return self.heads[k](values[("x", self._exit_blocks[k][0])], training=training)
+
+    def _stage_variables(self, k):
+        layers = [self._op_layer(op) for op in self._stages[k]] + [self.heads[k]]
+        return [v for layer in layers for v in layer.variables]
 
     # ------------------------------------------------------------------ #
     # Shapes, building and cost.
