@@ -177,8 +177,8 @@ class MSDNet(MultiExitModel):
     def _exit(self, k, state, training=None):
         return self.heads[k](state, training=training)
 
-    def _stage_variables(self, k):
-        return [v for layer in self.blocks[k] + [self.heads[k]] for v in layer.variables]
+    def _stage_layers(self, k):
+        return self.blocks[k] + [self.heads[k]]
 
     def _stage_flops(self):
         shape = self.image_shape

@@ -78,11 +78,20 @@ class MultiExitModel(keras.Model):
         """Cost per image of each stage (stage 0 includes the stem)."""
         raise NotImplementedError
 
+    def _stage_layers(self, k):
+        """The layers that stage `k` and its exit call, or `None` (default)
+        for "any of the model's"."""
+        return None
+
     def _stage_variables(self, k):
-        """Every variable that stage `k` and its exit read; the compiled
-        stage takes only these (on JAX, as arguments of each call: passing
-        all of the model's costs time per call). Default: all of them."""
-        return self.variables
+        """Every variable that stage `k` and its exit read (those of
+        `_stage_layers(k)`, else all of the model's); the compiled stage takes
+        only these (on JAX, as arguments of each call: passing all of the
+        model's costs time per call)."""
+        layers = self._stage_layers(k)
+        if layers is None:
+            return self.variables
+        return [v for layer in layers for v in layer.variables]
 
     def _exit_own_flops(self):
         """Cost per image of each exit head alone."""

@@ -311,9 +311,8 @@ class RANet(MultiExitModel):
         values = self._unpack(k, state)
         return self.heads[k](values[("x", self._exit_blocks[k][0])], training=training)
 
-    def _stage_variables(self, k):
-        layers = [self._op_layer(op) for op in self._stages[k]] + [self.heads[k]]
-        return [v for layer in layers for v in layer.variables]
+    def _stage_layers(self, k):
+        return [self._op_layer(op) for op in self._stages[k]] + [self.heads[k]]
 
     # ------------------------------------------------------------------ #
     # Shapes, building and cost.
