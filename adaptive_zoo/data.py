@@ -94,15 +94,17 @@ def _find_fashion_file(stem, directories):
     return None
 
 
-def load_fashion_mnist(directory=None):
+def load_fashion_mnist(directory=None, image_size=28):
     """Fashion-MNIST (70,000 28x28 grayscale images, 10 classes).
 
     Args:
         directory: where the IDX files are; default: the Debian package
             `dataset-fashion-mnist` (`apt-get install dataset-fashion-mnist`).
+        image_size: images are resized (bilinear, as `load_digits`) to this
+            square size; 14 is exactly a 2x2 average pooling.
 
     Returns:
-        `((x_train, y_train), (x_test, y_test))`, images `(N, 28, 28, 1)` in
+        `((x_train, y_train), (x_test, y_test))`, images `(N, S, S, 1)` in
         [0, 1], float32, labels int32.
     """
     directories = (directory,) if directory else FASHION_MNIST_DIRS
@@ -114,7 +116,7 @@ def load_fashion_mnist(directory=None):
             "package (apt-get install dataset-fashion-mnist) or pass directory=."
         )
     x_train, y_train, x_test, y_test = (_read_idx(p) for p in paths)
-    scale = lambda x: (x.astype(np.float32) / 255.0)[..., None]  # noqa: E731
+    scale = lambda x: _resize_bilinear((x.astype(np.float32) / 255.0)[..., None], image_size)  # noqa: E731
     return (scale(x_train), y_train.astype(np.int32)), (scale(x_test), y_test.astype(np.int32))
 
 

@@ -1,5 +1,7 @@
 """Data loaders: embedded data works offline, missing data is a clear error."""
 
+import gzip
+
 import numpy as np
 import pytest
 
@@ -41,3 +43,26 @@ def test_tfds_pipeline_yields_images_and_labels():
         images, labels = next(iter(data.load_tfds("cifar10", "train", batch_size=4)))
     assert tuple(images.shape) == (4, 32, 32, 3) and tuple(labels.shape) == (4,)
     assert float(np.max(images)) <= 1.0
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_from_idx_files_resized(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
+    labels = np.array([0, 9, 4], np.uint8)
+    for prefix in ("train", "t10k"):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    (x, y), _ = data.load_fashion_mnist(directory=str(tmp_path))
+    assert x.shape == (3, 28, 28, 1) and x.dtype == np.float32
+    np.testing.assert_allclose(x[..., 0], images / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(y, labels)
+    (small, _), _ = data.load_fashion_mnist(directory=str(tmp_path), image_size=14)
+    # Half the size: each pixel is the mean of a 2x2 block.
+    pooled = (images / 255.0).reshape(3, 14, 2, 14, 2).mean(axis=(2, 4))
+    np.testing.assert_allclose(small[..., 0], pooled, rtol=1e-5)
