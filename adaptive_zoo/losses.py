@@ -24,7 +24,9 @@ from keras import ops
 
 __all__ = [
     "CATEGORY_STAGE_WEIGHTS",
+    "CATEGORY_MAPS",
     "CIFAR100_COARSE_LABELS",
+    "FASHION_MNIST_CATEGORIES",
     "category_loss",
     "execution_rate_loss",
     "flops_loss",
@@ -42,13 +44,26 @@ CIFAR100_COARSE_LABELS = (
     16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13,
 )
 
+# Fashion-MNIST class -> one of 5 categories: 0 tops (T-shirt, pullover, coat,
+# shirt), 1 trousers, 2 dresses, 3 footwear (sandal, sneaker, ankle boot),
+# 4 bags. (Our grouping: the dataset has no official superclasses.)
+FASHION_MNIST_CATEGORIES = (0, 1, 0, 2, 0, 3, 0, 3, 4, 3)
+
+# The mappings `category_map=` accepts by name.
+CATEGORY_MAPS = {
+    "cifar100": CIFAR100_COARSE_LABELS,
+    "fashion_mnist": FASHION_MNIST_CATEGORIES,
+}
+
 
 def validate_category_map(category_map, num_classes):
     """A class -> category mapping as a list of ints, or a clear `ValueError`.
 
     Args:
-        category_map: `"cifar100"` (the 20 coarse labels), a sequence of one
-            category index per class, or a dict `{class: category}`.
+        category_map: a name in `CATEGORY_MAPS` (`"cifar100"`: its 20
+            coarse labels; `"fashion_mnist"`: 5 groups of clothing), a
+            sequence of one category index per class, or a dict
+            `{class: category}`.
         num_classes: number of classes it must cover.
 
     Returns:
@@ -56,11 +71,12 @@ def validate_category_map(category_map, num_classes):
         number of categories.
     """
     if isinstance(category_map, str):
-        if category_map.lower() != "cifar100":
+        if category_map.lower() not in CATEGORY_MAPS:
             raise ValueError(
-                f"Unknown category_map {category_map!r}: pass 'cifar100' or one category per class."
+                f"Unknown category_map {category_map!r}: pass one of {sorted(CATEGORY_MAPS)} "
+                "or one category per class."
             )
-        category_map = CIFAR100_COARSE_LABELS
+        category_map = CATEGORY_MAPS[category_map.lower()]
     if isinstance(category_map, dict):
         missing = [c for c in range(num_classes) if c not in category_map]
         if missing:

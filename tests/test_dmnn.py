@@ -238,6 +238,17 @@ def test_cifar100_category_map():
     assert count == 20 and len(mapping) == 100 and sorted(set(mapping)) == list(range(20))
 
 
+def test_fashion_mnist_category_map_by_name():
+    mapping, count = losses.validate_category_map("fashion_mnist", 10)
+    # Sneaker (7) and ankle boot (9) are footwear like sandal (5); bag (8) alone.
+    assert count == 5 and mapping[5] == mapping[7] == mapping[9] != mapping[8]
+    model = az.DMNNResNet(category_map="fashion_mnist", **TINY)
+    assert model.num_categories == 5
+    assert model.get_config()["category_map"] == "fashion_mnist"
+    with pytest.raises(ValueError, match="fashion_mnist"):
+        az.DMNNResNet(category_map="fashion", **TINY)
+
+
 def test_bad_inputs_and_budgets(tiny):
     with pytest.raises(ValueError, match="rank 3"):
         tiny(np.zeros((8, 8, 1), "float32"))

@@ -148,7 +148,8 @@ class DMNN(keras.Model):
         sub_blocks: `N`, sub-blocks per gated block (1: the static network,
             no controllers, every block always runs).
         target_rate: the execution rate `t` in (0, 1] the resource loss aims at.
-        category_map: `None`, `"cifar100"`, or one category per class: adds
+        category_map: `None`, a named mapping (`"cifar100"`, `"fashion_mnist"`:
+            `losses.CATEGORY_MAPS`), or one category per class: adds
             a category head on every controller state (dropped after
             training, not counted in `profile(model).params`).
         category_weights: loss weight of the category heads per stage
