@@ -35,6 +35,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import adaptive_zoo  # noqa: E402
+import timing  # noqa: E402  (examples/timing.py, beside this script)
 
 MODELS = {
     "cifar_anytime": lambda: adaptive_zoo.MSDNetCIFARAnytime(num_classes=100),
@@ -44,20 +45,15 @@ MODELS = {
 
 
 def time_predicts(model, cases, repeats):
-    """Median seconds per batch of `predict` for each `(x, budget, batch)` case.
-
-    Each case is run once to compile; then every round times each case once,
-    in turn, so that a slow spell of the machine affects all cases alike.
-    """
-    for x, budget, batch in cases:
-        model.predict(x, budget=budget, batch_size=batch)
-    times = [[] for _ in cases]
-    for _ in range(repeats):
-        for i, (x, budget, batch) in enumerate(cases):
-            start = time.perf_counter()
-            model.predict(x, budget=budget, batch_size=batch)
-            times[i].append((time.perf_counter() - start) / (len(x) // batch))
-    return [float(np.median(t)) for t in times]
+    """Median seconds per batch of each `(x, budget, batch)` case of `predict`
+    (`budget=None`: Keras' own `predict`, the last exit), every case timed
+    once per round, in turn (`timing.interleaved_medians`)."""
+    fns = [lambda x=x, budget=budget, batch=batch: (
+               model.predict(x, batch_size=batch, verbose=0) if budget is None
+               else model.predict(x, budget=budget, batch_size=batch))
+           for x, budget, batch in cases]
+    medians = timing.interleaved_medians(fns, repeats)
+    return [seconds / (len(x) // batch) for seconds, (x, _, batch) in zip(medians, cases)]
 
 
 def time_stages(model, batch, repeats, rng):
@@ -114,15 +110,12 @@ def main(argv=None):
         cases.append((x, b, args.batch))
         if args.batches:
             cases.append((stream, b, args.batch))
+    cases.append((x, None, args.batch))  # Keras' predict of the whole network
     times = iter(time_predicts(model, cases, args.repeats))
     rows = [(b, one, many, next(times), next(times) if args.batches else None)
             for b, one, many in rows]
+    full_time = next(times)
     base_one, base_stream = (rows[0][1], rows[0][3]), (rows[0][2], rows[0][4])
-    model.predict(x, batch_size=len(x), verbose=0)
-    start = time.perf_counter()
-    for _ in range(args.repeats):
-        model.predict(x, batch_size=len(x), verbose=0)
-    full_time = (time.perf_counter() - start) / args.repeats
 
     print(f"backend {keras.backend.backend()}, {args.model}, batch {args.batch}, "
           f"median of {args.repeats}; keras predict (last exit, no budget): {full_time * 1e3:.1f} ms")

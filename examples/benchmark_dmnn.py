@@ -14,11 +14,13 @@ For each budget `b`: the adaptive path (`model.predict(x, budget=b)`, every
 piece compiled by `fast_path.compile_inference`, the sub-blocks run only on
 the images for which they are on) at batch 64, against the reference (the
 dense full network, compiled as one function). `ideal` is full / spent FLOPs,
-`speed-up` is reference time / adaptive time, `of ideal` their ratio.
+`speed-up` is reference time / adaptive time, `of ideal` their ratio. Times
+are medians of `--repeats` rounds, each of which times the reference and
+every budget in turn (`timing.interleaved_medians`), so that the machine's
+slow spells touch them alike.
 """
 
 import argparse
-import time
 
 import keras
 import numpy as np
@@ -26,21 +28,13 @@ import numpy as np
 import adaptive_zoo as az
 from adaptive_zoo import fast_path
 
-
-def _time(fn, repeats):
-    fn()  # warm up (compiles)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+import timing  # examples/timing.py, beside this script
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--base-width", type=int, default=32)
     parser.add_argument("--budgets", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
     args = parser.parse_args()
@@ -54,24 +48,29 @@ def main():
     dense = fast_path.compile_inference(
         lambda images: model._dense(images, rule=("threshold", 0.0))[0], model.variables)
     xt = keras.ops.convert_to_tensor(x)
-    reference = _time(lambda: keras.ops.convert_to_numpy(dense(xt)), args.repeats)
+    budgets = [b for b in args.budgets if b >= model.cheapest_budget()]
+    spent = [float(model.predict(x, batch_size=args.batch, budget=b, return_cost=True)[1].mean())
+             / full for b in budgets]
+    # The reference and every budget are timed once per round, in turn.
+    reference, *seconds = timing.interleaved_medians(
+        [lambda: keras.ops.convert_to_numpy(dense(xt))]
+        + [lambda b=b: model.predict(x, batch_size=args.batch, budget=b) for b in budgets],
+        args.repeats)
 
-    print(f"backend {keras.backend.backend()}, batch {args.batch}, "
+    print(f"backend {keras.backend.backend()}, batch {args.batch}, median of {args.repeats}, "
           f"{full / 1e6:.1f} MFLOPs per image at full cost, always-run part "
           f"{model.cheapest_budget():.3f}; dense full network {reference * 1e3:.1f} ms\n")
     print("| budget | spent / full | time (ms) | speed-up | ideal | of ideal |")
     print("|---|---|---|---|---|---|")
+    timed = dict(zip(budgets, zip(spent, seconds)))
     for budget in args.budgets:
-        if budget < model.cheapest_budget():
+        if budget not in timed:
             print(f"| {budget:.2f} | n/a: below the always-run cost "
                   f"{model.cheapest_budget():.3f} | | | | |")
             continue
-        _, cost = model.predict(x, batch_size=args.batch, budget=budget, return_cost=True)
-        spent = float(cost.mean()) / full
-        seconds = _time(lambda: model.predict(x, batch_size=args.batch, budget=budget),
-                        args.repeats)
-        speedup, ideal = reference / seconds, 1.0 / spent
-        print(f"| {budget:.2f} | {spent:.3f} | {seconds * 1e3:.1f} | {speedup:.2f} | "
+        cost, time_b = timed[budget]
+        speedup, ideal = reference / time_b, 1.0 / cost
+        print(f"| {budget:.2f} | {cost:.3f} | {time_b * 1e3:.1f} | {speedup:.2f} | "
               f"{ideal:.2f} | {speedup / ideal:.2f} |")
 
 
