@@ -3,12 +3,16 @@
 The default job trains a small MSDNet on scikit-learn's bundled digits (about
 a minute on two CPU cores), calibrates budgeted batch classification on a
 held-out split of the training data, and prints accuracy and FLOPs per exit
-and per budget, both anytime and budgeted. Results go to `results/eval.csv`
-(and `results/eval.png` when matplotlib is installed).
+and per budget, both anytime and budgeted. `--model dmnn` does the same for a
+small DMNN (gated sub-blocks): accuracy and mean FLOPs with the gates as
+trained, with thresholds calibrated per budget, and with the uncalibrated
+top-k rule. Results go to `results/eval.csv` (and `results/eval.png` when
+matplotlib is installed).
 
     KERAS_BACKEND=jax python examples/eval.py
     KERAS_BACKEND=tensorflow python examples/eval.py --epochs 20
     KERAS_BACKEND=torch python examples/eval.py --weights my_digits.weights.h5
+    KERAS_BACKEND=jax python examples/eval.py --model dmnn
 
 Every number printed is measured in this run.
 """
@@ -30,51 +34,51 @@ from adaptive_zoo import data  # noqa: E402
 BUDGETS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
-def train_digits_msdnet(epochs, seed, verbose=0):
-    """A small MSDNet trained on the digits training split (all exits)."""
-    keras.utils.set_random_seed(seed)
-    (x_train, y_train), (x_test, y_test) = data.load_digits()
-    (x_fit, y_fit), (x_held, y_held) = data.split_holdout(x_train, y_train, size=300, seed=seed)
-    model = adaptive_zoo.MSDNetTiny(num_classes=10, input_shape=x_train.shape[1:])
-    steps = epochs * -(-len(x_fit) // 64)
-    model.compile(
-        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(5e-3, steps)),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(x_fit, y_fit, epochs=epochs, batch_size=64, verbose=verbose)
-    return model, (x_held, y_held), (x_test, y_test)
+def msdnet_digits(weights=None):
+    """`MSDNetTiny` for the digits at 16x16, with its optimizer."""
+    model = adaptive_zoo.MSDNetTiny(num_classes=10, input_shape=(16, 16, 1), weights=weights)
+    return model, lambda steps: keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(5e-3, steps))
+
+
+def dmnn_digits(weights=None):
+    """A small DMNN-ResNet for the digits at 8x8 (two stages of three blocks,
+    two sub-blocks each, target rate 0.5), with its optimizer. A constant
+    learning rate: with a decaying one the execution rate ended further from
+    the target in our runs."""
+    model = adaptive_zoo.DMNNResNet(
+        depths=(3, 3), base_width=8, sub_blocks=2, cifar_stem=True, num_classes=10,
+        input_shape=(8, 8, 1), target_rate=0.5, resource_weight=2.0, weights=weights)
+    return model, lambda steps: keras.optimizers.Adam(3e-3)
+
+
+
+
+def digits(model, seed):
+    """Digits at the model's input size: training, held-out and test splits."""
+    (x_train, y_train), test = data.load_digits(image_size=model.image_shape[0])
+    fit, held = data.split_holdout(x_train, y_train, size=300, seed=seed)
+    return fit, held, test
+
+
+def train(model, optimizer, fit, epochs, verbose=0):
+    """`model.fit` on `fit` (every exit, or the gates' resource losses, as
+    the model's own loss adds them)."""
+    x, y = fit
+    model.compile(optimizer=optimizer(epochs * -(-len(x) // 64)),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x, y, epochs=epochs, batch_size=64, verbose=verbose)
+    return model
 
 
 def accuracy(logits, labels):
     return float((np.argmax(logits, axis=-1) == labels).mean())
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--weights", default=None, help="skip training: a .weights.h5 of MSDNetTiny")
-    parser.add_argument("--save", default=None, help="save the trained weights here (.weights.h5)")
-    parser.add_argument("--out", default="results")
-    args = parser.parse_args(argv)
-
-    start = time.time()
-    if args.weights:
-        (x_train, y_train), (x_test, y_test) = data.load_digits()
-        _, (x_held, y_held) = data.split_holdout(x_train, y_train, size=300, seed=args.seed)
-        model = adaptive_zoo.MSDNetTiny(weights=args.weights)
-    else:
-        model, (x_held, y_held), (x_test, y_test) = train_digits_msdnet(args.epochs, args.seed)
-    if args.save:
-        model.save_weights(args.save)
-    trained = time.time() - start
-
-    profile = adaptive_zoo.profile(model)
-    full = profile.flops
-    print(f"backend {keras.backend.backend()}; MSDNetTiny on digits: {profile}")
-    print(f"(trained/loaded in {trained:.0f} s; test set {len(x_test)} images)\n")
-
+def multi_exit_rows(model, held, test, profile):
+    """Accuracy and cost per exit, then per budget (anytime and, after
+    calibrating on `held`, budgeted)."""
+    (x_test, y_test), full = test, profile.flops
     rows = []
     all_exits = model.predict_all_exits(x_test)
     print("per exit (every sample leaves at this exit)")
@@ -85,9 +89,9 @@ def main(argv=None):
         rows.append(("exit", k, flops / full, flops, acc))
         print(f"| {k} | {flops / 1e6:.3f} | {flops / full:.3f} | {acc:.4f} |")
 
-    calibration = model.calibrate((x_held, y_held), budgets=None)
+    calibration = model.calibrate(held, budgets=None)
     low, high = calibration.budget_range
-    print(f"\ncalibrated on {len(x_held)} held-out training images for budgets {low:.3f} to {high:.3f}")
+    print(f"\ncalibrated on {len(held[0])} held-out training images for budgets {low:.3f} to {high:.3f}")
     print("| budget | mode | mean MFLOPs spent | fraction of full | test accuracy |")
     print("| --- | --- | --- | --- | --- |")
     for b in BUDGETS:
@@ -98,6 +102,71 @@ def main(argv=None):
             acc, spent = accuracy(logits, y_test), float(np.mean(cost))
             rows.append((mode, b, spent / full, spent, acc))
             print(f"| {b:.2f} | {mode} | {spent / 1e6:.3f} | {spent / full:.3f} | {acc:.4f} |")
+    return rows
+
+
+def gated_rows(model, held, test, profile):
+    """Accuracy and mean cost with the gates as trained, then per budget
+    (uncalibrated top-k and, after calibrating on `held`, thresholds)."""
+    (x_test, y_test), full = test, profile.flops
+    calibration = model.calibrate(held)
+    low, high = calibration["budgets"][0], calibration["budgets"][-1]
+    print(f"calibrated on {len(held[0])} held-out training images for budgets {low:.3f} to "
+          f"{high:.3f}; the parts that always run cost {model.cheapest_budget():.3f}")
+    print("| budget | rule | mean MFLOPs spent | fraction of full | test accuracy |")
+    print("| --- | --- | --- | --- | --- |")
+    cases = [(None, "auto")]  # the gates as trained
+    for b in BUDGETS:
+        if b >= model.cheapest_budget():
+            cases.append((b, "topk"))
+        if low - 1e-6 <= b <= high + 1e-6:
+            cases.append((b, "calibrated"))
+    rows = []
+    for b, mode in cases:
+        logits, cost = model.predict(x_test, budget=b, mode=mode, return_cost=True)
+        acc, spent = accuracy(logits, y_test), float(np.mean(cost))
+        kind = "as trained" if b is None else mode
+        rows.append((kind, "" if b is None else b, spent / full, spent, acc))
+        print(f"| {'-' if b is None else f'{b:.2f}'} | {kind} | {spent / 1e6:.3f} | "
+              f"{spent / full:.3f} | {acc:.4f} |")
+    return rows
+
+
+# --model -> (constructor, label, default epochs, evaluation)
+MODELS = {
+    "msdnet": (msdnet_digits, "MSDNetTiny", 12, multi_exit_rows),
+    "dmnn": (dmnn_digits, "DMNN-ResNet (N = 2, t = 0.5)", 16, gated_rows),
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="msdnet", choices=sorted(MODELS))
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="training epochs (default: 12 for msdnet, 16 for dmnn)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weights", default=None,
+                        help="skip training: a .weights.h5 of the same model (see --save)")
+    parser.add_argument("--save", default=None, help="save the trained weights here (.weights.h5)")
+    parser.add_argument("--out", default="results")
+    args = parser.parse_args(argv)
+    build, label, default_epochs, evaluate = MODELS[args.model]
+
+    start = time.time()
+    keras.utils.set_random_seed(args.seed)
+    model, optimizer = build(args.weights)
+    fit, held, test = digits(model, args.seed)
+    if not args.weights:
+        train(model, optimizer, fit, args.epochs or default_epochs)
+    if args.save:
+        os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)
+        model.save_weights(args.save)
+    trained = time.time() - start
+
+    profile = adaptive_zoo.profile(model)
+    print(f"backend {keras.backend.backend()}; {label} on digits: {profile}")
+    print(f"(trained/loaded in {trained:.0f} s; test set {len(test[0])} images)\n")
+    rows = evaluate(model, held, test, profile)
 
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "eval.csv")
@@ -114,13 +183,15 @@ def main(argv=None):
     except ImportError:
         return rows
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for kind, marker in (("exit", "o"), ("anytime", "s"), ("budgeted", "^")):
+    markers = {"exit": "o", "anytime": "s", "budgeted": "^", "topk": "s", "calibrated": "^",
+               "as trained": "*"}
+    for kind, marker in markers.items():
         pts = [(r[3] / 1e6, r[4]) for r in rows if r[0] == kind]
         if pts:
             ax.plot(*zip(*pts), marker=marker, label=kind)
     ax.set_xlabel("MFLOPs per image")
     ax.set_ylabel("test accuracy")
-    ax.set_title(f"MSDNetTiny on digits ({keras.backend.backend()})")
+    ax.set_title(f"{label} on digits ({keras.backend.backend()})")
     ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "eval.png"), dpi=120)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: set up, then train a small MSDNet on the bundled digits and print
+# The main job: set up, then train a small MSDNet (--model dmnn: a small DMNN) on the bundled digits and print
 # accuracy against cost (per exit, per budget). Backend: KERAS_BACKEND (default jax).
 set -euo pipefail
 cd "$(dirname "$0")/.."
