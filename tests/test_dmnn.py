@@ -109,6 +109,17 @@ def test_skipping_path_equals_dense_path_for_the_same_decisions(tiny):
         np.testing.assert_allclose(compiled, dense, rtol=1e-4, atol=1e-4)
 
 
+def test_predict_topk_ranks_only_the_real_images(tiny):
+    # 17 images: a batch size that JAX's compiled pieces would pad (to 18 or
+    # 24); the top-k's share of the batch must count the 17 real images.
+    x = _images(n=17, seed=2)
+    logits, flops = tiny(x, budget=0.7, mode="topk", return_cost=True)
+    compiled, compiled_flops = tiny.predict(x, batch_size=17, budget=0.7, mode="topk",
+                                            return_cost=True)
+    np.testing.assert_allclose(compiled_flops, ops.convert_to_numpy(flops))
+    np.testing.assert_allclose(compiled, ops.convert_to_numpy(logits), rtol=1e-4, atol=1e-4)
+
+
 def test_full_budget_runs_everything(tiny):
     _, flops = tiny(_images(), budget=1.0, return_cost=True)
     np.testing.assert_allclose(ops.convert_to_numpy(flops), tiny.full_flops())

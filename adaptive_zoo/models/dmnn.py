@@ -382,27 +382,38 @@ class DMNN(keras.Model):
         grid = self.calibration["budgets"]
         return grid[0] - 1e-6 <= budget <= grid[-1] + 1e-6
 
-    def _decide(self, p_on, rule, g):
-        """Booleans `(batch, N)`: which sub-blocks run."""
+    def _gate_rule(self, rule, g):
+        """Gate `g`'s part of `rule`, as `(kind, k, value)`.
+
+        `kind` and `k` fix the shape of the decision (compiled once per
+        pair); `value` is a number passed at run time: the threshold on the
+        "on" probability (`k` is None), or, for top-k, the fraction of the
+        batch that runs one sub-block more than the `k` every image runs.
+        """
         kind, value = rule
         if kind == "threshold":
-            return p_on >= value
-        n = self.sub_blocks
+            return kind, None, value
         want = float(value[g])
-        k = min(n, int(math.floor(want + 1e-9)))
-        frac = want - k
-        if k >= n:
+        k = min(self.sub_blocks, int(math.floor(want + 1e-9)))
+        return kind, k, want - k
+
+    @staticmethod
+    def _decide(p_on, kind, k, value):
+        """Booleans `(batch, N)`: which sub-blocks run (see `_gate_rule`)."""
+        if kind == "threshold":
+            return p_on >= value
+        if k >= ops.shape(p_on)[-1]:
             return ops.ones_like(p_on, dtype="bool")
         order = ops.argsort(-p_on, axis=-1)
         rank = ops.argsort(order, axis=-1)  # rank of each sub-block per image, 0 = most wanted
         decisions = rank < k
-        if frac > 1e-9:
-            batch = ops.shape(p_on)[0]
-            next_p = ops.sum(ops.where(rank == k, p_on, ops.zeros_like(p_on)), axis=-1)
-            image_rank = ops.argsort(ops.argsort(-next_p))  # 0 = wants it most
-            extra = ops.cast(image_rank, "float32") < ops.round(frac * ops.cast(batch, "float32"))
-            decisions = ops.logical_or(decisions, ops.logical_and(rank == k, extra[:, None]))
-        return decisions
+        if isinstance(value, float) and value <= 1e-9:
+            return decisions
+        batch = ops.cast(ops.shape(p_on)[0], "float32")
+        next_p = ops.sum(ops.where(rank == k, p_on, ops.zeros_like(p_on)), axis=-1)
+        image_rank = ops.argsort(ops.argsort(-next_p))  # 0 = wants it most
+        extra = ops.cast(image_rank, "float32") < ops.round(value * batch)
+        return ops.logical_or(decisions, ops.logical_and(rank == k, extra[:, None]))
 
     def _cost_of(self, decisions):
         """Per-image FLOPs `(batch,)` of the given per-gate decisions."""
@@ -445,7 +456,8 @@ class DMNN(keras.Model):
                 on, state = gate(x, previous_state=state, training=True)
             else:
                 logits, state = gate.controller(x, state)
-                on = ops.cast(self._decide(gate.on_probability(logits), rule, g), x.dtype)
+                on = self._decide(gate.on_probability(logits), *self._gate_rule(rule, g))
+                on = ops.cast(on, x.dtype)
             gates.append(on)
             states.append(state)
             x = block(x, on, training=training)
@@ -455,9 +467,8 @@ class DMNN(keras.Model):
         def fixed(i, x):
             return self.blocks[i](x, training=False)
 
-        def gate(g, x, state):
-            logits, state = self.gates[g].controller(x, state)
-            return GumbelGate.on_probability(logits), state
+        def gate(g, x, state, rule):
+            return self._gate_decisions(g, x, state, *self._gate_rule(rule, g))
 
         def stem(x):
             for layer in self.stem:
@@ -466,6 +477,11 @@ class DMNN(keras.Model):
 
         subs = lambda g, i: None  # noqa: E731 (the branch's own layers)
         return stem, fixed, gate, subs, lambda x: self._features_to_logits(x, training=False)
+
+    def _gate_decisions(self, g, x, state, kind, k, value):
+        """Gate `g`'s controller and its decision: `(decisions, state)`."""
+        logits, state = self.gates[g].controller(x, state)
+        return self._decide(GumbelGate.on_probability(logits), kind, k, value), state
 
     def _compiled_pieces(self):
         if "pieces" in self._compiled_fns:
@@ -479,22 +495,12 @@ class DMNN(keras.Model):
 
         stem_c = compile_(stem_fn, [v for layer in self.stem for v in layer.variables])
         fixed_c = {}
-        gate_c = {}
+        gate_c = {}  # (gate, kind, k): the controller and its decision
         sub_c = {}
         for i, (block, g) in enumerate(zip(self.blocks, self.gate_of_block)):
             if g < 0:
                 fixed_c[i] = compile_(lambda x, b=block: b(x, training=False), block.variables)
             else:
-                gate = self.gates[g]
-                if gate.use_previous_state:
-                    def gfn(x, s, gate=gate):
-                        logits, state = gate.controller(x, s)
-                        return GumbelGate.on_probability(logits), state
-                else:
-                    def gfn(x, gate=gate):
-                        logits, state = gate.controller(x, None)
-                        return GumbelGate.on_probability(logits), state
-                gate_c[g] = compile_(gfn, gate.variables)
                 sub_c[g] = [fast_path.compile_accumulating(
                                 lambda x, s=s: s(x, training=False), s.variables,
                                 then=block._activate, bucket=_sub_block_bucket)
@@ -502,8 +508,16 @@ class DMNN(keras.Model):
         head_c = compile_(lambda x: self._features_to_logits(x, training=False),
                           [v for layer in self.head for v in layer.variables])
 
-        def gate_fn(g, x, state):
-            return gate_c[g](x) if state is None else gate_c[g](x, state)
+        def gate_fn(g, x, state, rule):
+            kind, k, value = self._gate_rule(rule, g)
+            key = (g, kind, k)
+            if key not in gate_c:
+                def decide(x, state, value, g=g, kind=kind, k=k):
+                    return self._gate_decisions(g, x, state, kind, k, value)
+
+                # Not padded to a bucket: the top-k ranks the real images only.
+                gate_c[key] = compile_(decide, self.gates[g].variables, bucket=lambda n: n)
+            return gate_c[key](x, state, value)
 
         pieces = (stem_c, lambda i, x: fixed_c[i](x), gate_fn, lambda g, i: sub_c[g][i], head_c)
         self._compiled_fns["pieces"] = pieces
@@ -518,8 +532,7 @@ class DMNN(keras.Model):
             if g < 0:
                 x = fixed(i, x)
                 continue
-            p_on, state = gate(g, x, state)
-            d = self._decide(p_on, rule, g)
+            d, state = gate(g, x, state, rule)
             decisions.append(d)
             fns = [subs(g, j) for j in range(block.num_sub_blocks)]
             x = block.skip(x, d, None if fns[0] is None else fns)
