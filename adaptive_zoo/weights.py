@@ -11,13 +11,16 @@
 
 A name that is known but has no published file raises an error that says what
 is available and how to produce the missing one.
+
+`weights/manifest.json` (in the repository) lists every published file with
+the numbers we measured for it; `check_manifest` holds it to `REGISTRY`.
 """
 
 import os
 
 import keras
 
-__all__ = ["REGISTRY", "available", "load_weights", "resolve"]
+__all__ = ["REGISTRY", "available", "check_manifest", "load_weights", "resolve"]
 
 # name -> entry. `url` and `sha256` are None until a file is published; then
 # weights/manifest.json records the numbers we measured for it.
@@ -70,6 +73,36 @@ def available(family=None):
             if (family is None or fam == family) and info["url"]:
                 names.append(name)
     return sorted(set(names))
+
+
+def check_manifest(manifest):
+    """Check `weights/manifest.json` (parsed) against `REGISTRY`.
+
+    Every registered file (a name and family with a URL) must be listed in
+    `manifest["published"]` with the same URL and SHA-256 and the numbers we
+    measured for it (`measured`: a non-empty list, each with the `script` and
+    `commit` that produced it), and the manifest must list nothing else.
+
+    Raises:
+        ValueError: naming every disagreement.
+    """
+    registered = {(name, family): info for name, entry in REGISTRY.items()
+                  for family, info in entry["families"].items() if info["url"]}
+    listed = {(e.get("name"), e.get("family")): e for e in manifest.get("published", [])}
+    problems = [f"{name!r} ({family}) is registered but not in the manifest"
+                for name, family in sorted(set(registered) - set(listed))]
+    problems += [f"{name!r} ({family}) is in the manifest but has no registered file"
+                 for name, family in sorted(set(listed) - set(registered), key=str)]
+    for key in sorted(set(registered) & set(listed)):
+        info, entry = registered[key], listed[key]
+        for field in ("url", "sha256"):
+            if entry.get(field) != info[field]:
+                problems.append(f"{key[0]!r} ({key[1]}): {field} differs from REGISTRY")
+        measured = entry.get("measured") or []
+        if not measured or not all(m.get("script") and m.get("commit") for m in measured):
+            problems.append(f"{key[0]!r} ({key[1]}): no measured numbers with script and commit")
+    if problems:
+        raise ValueError("weights/manifest.json and REGISTRY disagree: " + "; ".join(problems))
 
 
 def resolve(name, family):

@@ -61,3 +61,30 @@ def test_registered_download_is_verified_and_a_bad_file_is_not_kept(tmp_path, mo
     with pytest.raises(ValueError, match="verified"):
         weights.resolve("test-bad", "msdnet")
     assert not os.path.exists(path)
+
+
+def _manifest():
+    import json
+
+    path = os.path.join(os.path.dirname(__file__), "..", "weights", "manifest.json")
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_manifest_lists_exactly_the_published_files_with_measured_numbers(monkeypatch):
+    manifest = _manifest()
+    weights.check_manifest(manifest)
+    # A file registered without measured numbers in the manifest is refused.
+    url, digest = "https://example.invalid/tiny.weights.h5", "a" * 64
+    monkeypatch.setitem(weights.REGISTRY, "digits",
+                        {"families": {"msdnet": {"url": url, "sha256": digest, "how": ""}}})
+    with pytest.raises(ValueError, match="'digits' \\(msdnet\\) is registered but not in the"):
+        weights.check_manifest(manifest)
+    entry = {"name": "digits", "family": "msdnet", "url": url, "sha256": digest}
+    with pytest.raises(ValueError, match="no measured numbers"):
+        weights.check_manifest({"published": [entry]})
+    entry["measured"] = [{"dataset": "digits test", "top1": 0.98, "script": "examples/eval.py",
+                          "commit": "0000000"}]
+    weights.check_manifest({"published": [entry]})
+    with pytest.raises(ValueError, match="sha256 differs"):
+        weights.check_manifest({"published": [dict(entry, sha256="b" * 64)]})
