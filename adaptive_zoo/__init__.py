@@ -3,6 +3,7 @@
 from adaptive_zoo import budget, convert, losses, weights
 from adaptive_zoo.budget import calibrate
 from adaptive_zoo.cost import Profile, profile
+from adaptive_zoo.fast_path import tune_cpu_allocator
 from adaptive_zoo.layers import GumbelGate, MultiScaleDenseExit, SubBlockBranch
 from adaptive_zoo.models import (
     DMNN,

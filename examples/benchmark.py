@@ -87,7 +87,12 @@ def main(argv=None):
     parser.add_argument("--budgets", default="1.0,0.75,0.5,0.25")
     parser.add_argument("--stage-batches", default="",
                         help="comma-separated batch sizes at which to time each stage alone")
+    parser.add_argument("--tune-allocator", action="store_true",
+                        help="call adaptive_zoo.tune_cpu_allocator() first (glibc malloc: large "
+                             "buffers kept in the heap)")
     args = parser.parse_args(argv)
+    if args.tune_allocator and not adaptive_zoo.tune_cpu_allocator():
+        raise SystemExit("--tune-allocator: no glibc mallopt here")
 
     keras.utils.set_random_seed(0)
     model = MODELS[args.model]()

@@ -164,3 +164,48 @@ def test_direct_calls_only_for_explicit_torch_inference_without_gradients():
     assert not fast_path.may_call_directly(layer, (x,), {"training": False})  # gradients on
     np.testing.assert_allclose(keras.ops.convert_to_numpy(direct),
                                keras.ops.convert_to_numpy(layer(x, training=False)), atol=1e-6)
+
+
+_ALLOCATOR_PROBE = """
+import ctypes, sys
+import numpy as np
+import adaptive_zoo
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+
+def mmapped_for(nbytes):
+    base = libc.mallinfo2().hblkhd
+    a = np.ones(nbytes // 4, np.float32)
+    grew = libc.mallinfo2().hblkhd - base
+    del a
+    return grew
+
+before = mmapped_for(64 << 20)
+applied = adaptive_zoo.tune_cpu_allocator()
+after = mmapped_for(64 << 20)
+print(before >= 64 << 20, applied, after == 0)
+"""
+
+
+def test_tune_cpu_allocator_keeps_large_buffers_in_the_heap():
+    import ctypes
+    import subprocess
+    import sys
+
+    import pytest
+
+    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("not glibc >= 2.33")
+    # In a child process: the setting is process-wide.
+    out = subprocess.run([sys.executable, "-c", _ALLOCATOR_PROBE], capture_output=True,
+                         text=True, check=True).stdout.split()
+    # A 64 MiB buffer gets its own pages by default, and comes from the heap after.
+    assert out[-3:] == ["True", "True", "True"]
+    with pytest.raises(ValueError, match="thresholds"):
+        fast_path.tune_cpu_allocator(mmap_threshold=0)
