@@ -1,0 +1,80 @@
+"""The README's main job (`examples/eval.py`, run by `scripts/eval.sh`) on
+the current backend, shortened to one or two epochs: it trains, calibrates,
+prints and writes its CSV, and the numbers in it keep the budget contract."""
+
+import csv
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def eval_example(monkeypatch):
+    module = _load("eval")
+    # Two budgets instead of six: on JAX most of the job's time is compiling
+    # programs for the survivor batch sizes each budget meets.
+    monkeypatch.setattr(module, "BUDGETS", (0.6, 1.0))
+    return module
+
+
+def _read_csv(out):
+    with open(os.path.join(out, "eval.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row["fraction_of_full_flops"] = float(row["fraction_of_full_flops"])
+        row["test_accuracy"] = float(row["test_accuracy"])
+    return rows
+
+
+def _by_kind(rows, kind):
+    return {row["exit_or_budget"]: row for row in rows if row["kind"] == kind}
+
+
+def test_msdnet_job_writes_accuracy_against_cost(eval_example, tmp_path, capsys):
+    eval_example.main(["--epochs", "2", "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert "per exit" in printed and "wrote" in printed
+    rows = _read_csv(tmp_path)
+    exits = _by_kind(rows, "exit")
+    fractions = [exits[k]["fraction_of_full_flops"] for k in sorted(exits, key=int)]
+    assert len(fractions) == 4 and fractions == sorted(fractions) and fractions[-1] == 1.0
+    # Trained: the last exit is far above chance (10 classes) after two epochs.
+    assert exits[str(len(fractions) - 1)]["test_accuracy"] > 0.5
+    anytime = _by_kind(rows, "anytime")
+    assert set(anytime) == {f"{b}" for b in eval_example.BUDGETS}
+    for budget, row in anytime.items():
+        assert row["fraction_of_full_flops"] <= float(budget) + 1e-6
+    budgeted = _by_kind(rows, "budgeted")
+    assert budgeted, "no budget inside the calibrated range"
+    for budget, row in budgeted.items():
+        # Calibrated on held-out images; on the test images the mean cost
+        # stays near the budget.
+        assert abs(row["fraction_of_full_flops"] - float(budget)) < 0.1 * float(budget)
+    assert all(0.0 <= row["test_accuracy"] <= 1.0 for row in rows)
+
+
+def test_dmnn_job_writes_accuracy_against_cost(eval_example, tmp_path):
+    eval_example.main(["--model", "dmnn", "--epochs", "1", "--out", str(tmp_path)])
+    rows = _read_csv(tmp_path)
+    assert len(_by_kind(rows, "as trained")) == 1
+    topk = _by_kind(rows, "topk")
+    assert topk, "no budget above the always-run cost"
+    for budget, row in topk.items():
+        assert row["fraction_of_full_flops"] == pytest.approx(float(budget), rel=0.05)
+    calibrated = _by_kind(rows, "calibrated")
+    assert calibrated
+    for budget, row in calibrated.items():
+        assert abs(row["fraction_of_full_flops"] - float(budget)) < 0.1 * float(budget)
+    costs = np.array([row["fraction_of_full_flops"] for row in rows])
+    assert np.all((costs > 0) & (costs <= 1.0 + 1e-6))
