@@ -26,6 +26,7 @@ inference (large buffers kept in the heap); the package never calls it.
 import weakref
 
 import keras
+import numpy as np
 from keras import ops
 from keras import tree
 
@@ -216,9 +217,10 @@ def _jax_accumulating(fn, variables, then, bucket):
         values = [v.value for v in variables]
         if index is None:
             return programs[key](values, out, inputs)
-        n = int(index.shape[0])
-        index = jnp.pad(jnp.asarray(index, "int32"), (0, bucket(n) - n),
-                        constant_values=out.shape[0])
+        # Padded in NumPy: an eager JAX pad would compile once per row count.
+        index = np.asarray(index, "int32")
+        n = index.shape[0]
+        index = np.pad(index, (0, bucket(n) - n), constant_values=out.shape[0])
         return programs[key](values, out, inputs, index)
 
     return acc
@@ -279,11 +281,14 @@ def _jax_bucketed(fn, variables, bucket=bucket_size, gather=False):
 
     def run(*args):
         if gather:
-            # Gathering with padded indices pads the rows in the same op.
-            indices, tensors = jnp.asarray(args[0]), args[1:]
+            # Gathering with padded indices pads the rows in the same op. The
+            # indices are padded in NumPy: an eager JAX pad would compile once
+            # per row count.
+            indices, tensors = np.asarray(args[0], "int32"), args[1:]
             n = indices.shape[0]
             size = bucket(n)
-            args = [jnp.take(t, pad(indices, size), axis=0) for t in tensors]
+            indices = np.pad(indices, (0, size - n))
+            args = [jnp.take(t, indices, axis=0) for t in tensors]
         else:
             n = tree.flatten(args)[0].shape[0]
             size = bucket(n)
