@@ -493,9 +493,8 @@ def tune_cpu_allocator(mmap_threshold=256 << 20, trim_threshold=1 << 30):
     glibc's `malloc` serves every buffer above its mmap threshold (at most
     32 MiB by default) with fresh pages from the kernel and hands them back
     when it is freed, so a large activation is page-faulted in again at every
-    call. On our 2-core machine a jitted JAX op on a 32 MiB tensor took about
-    30 ms that way and 4 ms with this setting, and our DMNN benchmark ran
-    1.2-1.5x faster at every budget on JAX and PyTorch (README, "CPU
+    call. On our 2-core machine `examples/benchmark_dmnn.py` ran 1.2-1.5x
+    faster at every budget on JAX and PyTorch with this setting (README, "CPU
     inference: the memory allocator"; TensorFlow has its own allocator). The
     same as starting Python with `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=
     ...:glibc.malloc.trim_threshold=...`, but callable at any time (e.g. in
