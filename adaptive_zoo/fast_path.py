@@ -5,7 +5,9 @@ size changes from call to call (the survivors of an early exit).
   The survivors' rows are gathered inside the graph.
 - JAX: `jax.jit` on the variables' values (Keras' stateless scope), with the
   batch padded up to a few bucket sizes so that only a handful of shapes are
-  ever compiled. Padding wastes at most 1/8 of a stage's work.
+  ever compiled. Padding wastes at most 1/8 of a stage's work. On JAX's CPU
+  backend a gathering function gathers, pads and un-pads its rows in NumPy
+  (eager JAX ops compile once per shape, and survivors come in many counts).
 - PyTorch: eager, under `torch.no_grad()`, with denormals flushed to zero.
 
 For the gated sub-blocks of DMNN, `compile_accumulating` compiles "add this
@@ -103,7 +105,11 @@ def compile_inference(fn, variables, bucket=None, gather=False):
             (default `bucket_size`).
         gather: if True, the compiled callable takes `(indices, *tensors)`
             and runs `fn` on those rows only (as `gathering(fn)`): inside the
-            graph on TensorFlow, eagerly and padded to a bucket on JAX.
+            graph on TensorFlow, eagerly and padded to a bucket on JAX. On
+            JAX's CPU backend the rows are gathered and the outputs un-padded
+            in NumPy, and the outputs are NumPy arrays: eager JAX ops would
+            compile once per row count (the README's main job compiled 477
+            eager gathers, slices and concatenations without this).
 
     Returns:
         A callable with the same signature (plus `indices` first if
@@ -279,6 +285,8 @@ def _jax_bucketed(fn, variables, bucket=bucket_size, gather=False):
     def pad(a, size):
         return jnp.pad(a, [(0, size - a.shape[0])] + [(0, 0)] * (a.ndim - 1))
 
+    on_host = gather and _jax_on_cpu()
+
     def run(*args):
         if gather:
             # Gathering with padded indices pads the rows in the same op. The
@@ -288,13 +296,18 @@ def _jax_bucketed(fn, variables, bucket=bucket_size, gather=False):
             n = indices.shape[0]
             size = bucket(n)
             indices = np.pad(indices, (0, size - n))
-            args = [jnp.take(t, indices, axis=0) for t in tensors]
+            if on_host:  # CPU buffers: NumPy reads them in place
+                args = [np.asarray(t)[indices] for t in tensors]
+            else:
+                args = [jnp.take(t, indices, axis=0) for t in tensors]
         else:
             n = tree.flatten(args)[0].shape[0]
             size = bucket(n)
             if size != n:
                 args = tree.map_structure(lambda a: pad(a, size), args)
         outputs = jitted([v.value for v in variables], *args)
+        if on_host:
+            return tree.map_structure(lambda a: np.asarray(a)[:n], outputs)
         if size != n:
             outputs = tree.map_structure(lambda a: a[:n], outputs)
         return outputs
@@ -311,13 +324,18 @@ def take_rows(x, indices):
     indices with extra ops, which eagerly cost about 0.8 ms per call here.
     Elsewhere `keras.ops.take`.
 
+    A NumPy array is gathered in NumPy (on JAX's CPU backend the early-exit
+    pipeline holds its survivors as NumPy arrays; see `compile_inference`).
+
     Args:
-        x: a tensor with a leading batch axis.
+        x: a tensor (or NumPy array) with a leading batch axis.
         indices: int32 row indices, each in `[0, len(x))`.
 
     Returns:
         `(len(indices),) + x.shape[1:]`.
     """
+    if isinstance(x, np.ndarray):
+        return x[np.asarray(indices)]
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
@@ -413,6 +431,11 @@ def _pointwise_as_matmul(kernel, strides, depthwise):
     1x1, stride-1, non-depthwise convolution on JAX's CPU backend."""
     if depthwise or strides != 1 or tuple(kernel.shape[:2]) != (1, 1):
         return False
+    return _jax_on_cpu()
+
+
+def _jax_on_cpu():
+    """Whether this is the JAX backend computing on the CPU."""
     if keras.backend.backend() != "jax":
         return False
     import jax

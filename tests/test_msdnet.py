@@ -179,7 +179,7 @@ def test_predict_pools_the_survivors_of_consecutive_batches(tiny):
 
     def recording(k, stage):
         def run(*args):
-            sizes[k].append(int(args[-1].shape[0] if k == 0 else args[0].shape[0]))
+            sizes[k].append(int(args[0].shape[0]))  # the rows it runs on
             return stage(*args)
 
         return run
@@ -194,10 +194,11 @@ def test_predict_pools_the_survivors_of_consecutive_batches(tiny):
     assert sizes[0] == [16, 16, 16, 16]
     for k in range(1, tiny.num_exits):
         # About a quarter of each batch stays: later stages run on the pooled
-        # survivors, each sample once, in fewer calls than batches.
+        # survivors, each sample once, in fewer calls than batches, a batch's
+        # worth per call until the data ends.
         assert sum(sizes[k]) == survivors
         assert len(sizes[k]) < 4
-        assert all(n >= 16 for n in sizes[k][:-1])
+        assert all(n == 16 for n in sizes[k][:-1])
 
 
 @pytest.mark.parametrize(
@@ -327,3 +328,25 @@ def test_budgeted_batch_classification_on_digits(digits_model):
     with pytest.raises(ValueError, match="fewer than"):
         model.calibrate((x_held[:3], y_held[:3]))
     model.calibration = None
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX compiles per shape")
+def test_jax_predict_compiles_stage_programs_only(caplog):
+    """Between the compiled stages, the survivors' bookkeeping compiles
+    nothing on JAX (eager JAX ops compile once per row count: the main job's
+    evaluation compiled hundreds of them, about a minute)."""
+    import logging
+
+    keras.utils.set_random_seed(2)
+    model = adaptive_zoo.MSDNetTiny(num_classes=10, input_shape=(16, 16, 1))
+    x, y = images(150, seed=7), np.random.default_rng(8).integers(0, 10, 150)
+    model.calibrate((x, y), budgets=[0.5, 0.7, 1.0])
+    for batch in (x[:32], x[128:]):  # predict's conversion of its batches
+        keras.ops.convert_to_tensor(batch)
+    caplog.set_level(logging.DEBUG, logger="jax._src.interpreters.pxla")
+    for budget in (0.5, 0.7):
+        model.predict(x, budget=budget, batch_size=32)
+    compiled = [r.getMessage().split()[1] for r in caplog.records
+                if r.getMessage().startswith("Compiling ")]
+    assert compiled, "no compilation logged: the check would not see one"
+    assert set(compiled) == {"jit(pure)"}, compiled

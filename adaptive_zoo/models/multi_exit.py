@@ -240,23 +240,20 @@ class MultiExitModel(keras.Model):
         return run
 
     def _stage_fns(self, compiled=False):
-        """The stages as `_early_exit` runs them: stage 0 takes the images,
-        stage `k > 0` takes `(rows, *state)` and runs on those rows only."""
-        fns = []
-        for k in range(self.num_exits):
-            gather = k > 0
-            if compiled:
-                fn = self._compiled(
-                    ("stage", k),
-                    lambda k=k: self._stage_and_exit_fn(k),
-                    gather=gather,
-                    variables=self._stage_variables(k),
-                )
-            else:
-                fn = self._stage_and_exit_fn(k)
-                fn = fast_path.gathering(fn) if gather else fn
-            fns.append(fn)
-        return fns
+        """The stages as `_early_exit` runs them: stage `k` takes
+        `(rows, *state)` (stage 0: `(rows, images)`) and runs on those rows
+        only."""
+        if not compiled:
+            return [fast_path.gathering(self._stage_and_exit_fn(k)) for k in range(self.num_exits)]
+        return [
+            self._compiled(
+                ("stage", k),
+                lambda k=k: self._stage_and_exit_fn(k),
+                gather=True,
+                variables=self._stage_variables(k),
+            )
+            for k in range(self.num_exits)
+        ]
 
     def _early_exit(self, inputs, thresholds, stages):
         """Real early exit of one batch: only the samples still running are
@@ -270,7 +267,7 @@ class MultiExitModel(keras.Model):
         Returns:
             `(logits, cost)` NumPy arrays in the input order.
         """
-        run = _ExitPipeline(stages, thresholds, self.exit_flops(), pool=1)
+        run = _ExitPipeline(stages, thresholds, self.exit_flops())
         run.push(inputs)
         return run.finish()
 
@@ -294,8 +291,10 @@ class MultiExitModel(keras.Model):
         exited samples are not computed further. The samples still running
         after an exit wait there until a batch's worth of them has gathered
         from consecutive batches (or the data ends), and then run the next
-        stage together: late stages do not run on one or two samples at a
-        time. Each sample's result is the same as in its batch alone.
+        stage together, a batch's worth per call: late stages do not run on
+        one or two samples at a time, and each stage sees one batch size
+        (plus the remainders when the data ends), so JAX compiles few
+        programs. Each sample's result is the same as in its batch alone.
 
         Args:
             x: images, a NumPy array or tensor `(N, H, W, C)`, or an
@@ -438,49 +437,61 @@ class MultiExitModel(keras.Model):
 class _Waiting:
     """Samples waiting for one stage, and the state they carry.
 
-    The first batch to arrive is kept as it came (its whole state and the
-    rows of it that wait), so that a stage fed by one batch gathers its rows
-    inside the compiled graph. Once a second batch arrives, each batch's
-    waiting rows are gathered out (so exited rows are not kept alive), and
-    `take` concatenates them once, however many batches there were.
+    Held as `(state, rows)` parts: the rows of `state` (a list of tensors)
+    that wait, `None` for all of them. A lone part stays as it came, so that
+    a stage fed by one batch gathers its rows inside the compiled stage.
+    Once a second part arrives, each part's waiting rows are gathered out
+    (so exited rows are not kept alive), and `take` concatenates them once,
+    however many batches there were.
     """
 
     def __init__(self):
-        self.first = None  # (state, rows) of a lone batch, rows None for all
-        self.copied = []  # per batch: its waiting rows of each state tensor
+        self.parts = []
         self.positions = []
 
     def __len__(self):
         return sum(len(p) for p in self.positions)
 
     def add(self, state, rows, positions):
-        """Queue the `rows` of `state` (a list of tensors; `None`: all rows),
-        whose outputs go to `positions`."""
-        if self.first is not None:
-            self.copied.append(_gather(*self.first))
-            self.first = None
-        if self.copied:
-            self.copied.append(_gather(state, rows))
-        else:
-            self.first = (state, rows)
+        """Queue the `rows` of `state` (`None`: all rows), whose outputs go
+        to `positions`."""
+        self.parts.append((list(state), rows))
         self.positions.append(positions)
+        if len(self.parts) > 1:
+            self.parts = [(_gather(s, r), None) for s, r in self.parts]
 
-    def take(self):
-        """`(state, rows, positions)` for one stage call: `rows` index
-        `state` (`None`: all rows), `positions` are the output slots."""
+    def take(self, limit=None):
+        """`(state, rows, positions)` for one stage call on the first `limit`
+        waiting samples (`None`: all): `rows` index `state`, `positions` are
+        the output slots. The rest keep waiting, as rows of the same state."""
         positions = np.concatenate(self.positions)
-        if self.first is not None:
-            return self.first[0], self.first[1], positions
-        state = [ops.concatenate(parts, axis=0) for parts in zip(*self.copied)]
-        return state, None, positions
+        if len(self.parts) == 1:
+            state, rows = self.parts[0]
+        else:
+            state = [_concatenate(parts) for parts in zip(*(s for s, _ in self.parts))]
+            rows = None
+        if rows is None:
+            rows = np.arange(len(positions))
+        if limit is None or len(positions) <= limit:
+            self.parts, self.positions = [], []
+            return state, rows, positions
+        self.parts, self.positions = [(state, rows[limit:])], [positions[limit:]]
+        return state, rows[:limit], positions[:limit]
 
 
 def _gather(state, rows):
     """The given rows (`None`: all) of each tensor of `state`."""
     if rows is None:
         return list(state)
-    rows = ops.convert_to_tensor(rows.astype("int32"))
+    rows = np.asarray(rows, "int32")
     return [fast_path.take_rows(t, rows) for t in state]
+
+
+def _concatenate(parts):
+    """Tensors (or NumPy arrays, as the JAX CPU stages return) end to end."""
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts, axis=0)
+    return ops.concatenate(parts, axis=0)
 
 
 class _ExitPipeline:
@@ -488,21 +499,24 @@ class _ExitPipeline:
 
     Each stage runs on the samples that have not left yet, and no others.
     Who leaves and who stays is decided in NumPy between the stages; the
-    compiled stages gather the rows they run on. A stage runs once `pool`
-    samples wait for it (or at `finish`), so the few survivors of several
-    batches share one call of a late stage.
+    compiled stages gather the rows they run on. With a `pool`, a stage runs
+    on exactly `pool` samples whenever that many wait for it (the rest wait
+    on), and at `finish` on what is left: the few survivors of several
+    batches share one call of a late stage, and every call of a stage but
+    its last has the same batch size (one compiled program on JAX).
 
     Args:
         stages: from `MultiExitModel._stage_fns`.
         thresholds: per-exit confidence thresholds (the last is ignored).
         exit_flops: cumulative cost of each exit.
-        pool: how many samples a stage waits for (1: run at once).
+        pool: how many samples a stage runs on at a time (`None`: all that
+            wait, at `finish`).
     """
 
-    def __init__(self, stages, thresholds, exit_flops, pool):
+    def __init__(self, stages, thresholds, exit_flops, pool=None):
         self.stages, self.thresholds = stages, thresholds
         self.exit_flops = np.asarray(exit_flops, dtype="float32")
-        self.pool = max(int(pool), 1)
+        self.pool = None if pool is None else max(int(pool), 1)
         self.waiting = [_Waiting() for _ in stages]
         self.done = []  # (positions, logits, exit index) of samples that left
         self.count = 0
@@ -512,41 +526,43 @@ class _ExitPipeline:
         n = int(images.shape[0])
         self.waiting[0].add([images], None, np.arange(self.count, self.count + n))
         self.count += n
-        self._run(self.pool)
+        self._run(finishing=False)
 
     def finish(self):
         """Run what still waits; `(logits, cost)` NumPy arrays in push order."""
-        self._run(1)
+        self._run(finishing=True)
         positions = np.concatenate([p for p, _, _ in self.done])
         logits = np.concatenate([l for _, l, _ in self.done])
         exits = np.concatenate([np.full((len(p),), k) for p, _, k in self.done])
         order = np.argsort(positions, kind="stable")
         return logits[order], self.exit_flops[exits[order]]
 
-    def _run(self, pool):
-        last = len(self.stages) - 1
-        for k, stage in enumerate(self.stages):
-            if len(self.waiting[k]) < pool:
-                continue
-            waiting, self.waiting[k] = self.waiting[k], _Waiting()
-            state, rows, positions = waiting.take()
-            if k == 0:
-                state, logits, confidence = stage(*state)
-            else:
-                if rows is None:
-                    rows = np.arange(len(positions))
-                rows = ops.convert_to_tensor(rows.astype("int32"))
-                state, logits, confidence = stage(rows, *state)
-            state = list(state) if isinstance(state, (list, tuple)) else [state]
-            logits = ops.convert_to_numpy(logits)
-            if k == last:
-                leave = np.ones((len(positions),), dtype=bool)
-            else:
-                leave = ops.convert_to_numpy(confidence) >= self.thresholds[k]
-            self.done.append((positions[leave], logits[leave], k))
-            staying = np.flatnonzero(~leave)
-            if staying.size:
-                self.waiting[k + 1].add(state, staying, positions[staying])
+    def _run(self, finishing):
+        """Run each stage in order: on `pool` waiting samples at a time while
+        that many wait, then, if `finishing`, on all that is left."""
+        for k in range(len(self.stages)):
+            waiting = self.waiting[k]
+            while self.pool and len(waiting) >= self.pool:
+                self._call(k, *waiting.take(self.pool))
+            if finishing and len(waiting):
+                self._call(k, *waiting.take())
+
+    def _call(self, k, state, rows, positions):
+        """Stage `k` on the `rows` of `state`: record the samples that leave
+        at exit `k`, queue the others for stage `k + 1`."""
+        # NumPy rows: on JAX, converting them to a tensor compiles once per
+        # row count.
+        state, logits, confidence = self.stages[k](rows.astype("int32"), *state)
+        state = list(state) if isinstance(state, (list, tuple)) else [state]
+        logits = ops.convert_to_numpy(logits)
+        if k == len(self.stages) - 1:
+            leave = np.ones((len(positions),), dtype=bool)
+        else:
+            leave = ops.convert_to_numpy(confidence) >= self.thresholds[k]
+        self.done.append((positions[leave], logits[leave], k))
+        staying = np.flatnonzero(~leave)
+        if staying.size:
+            self.waiting[k + 1].add(state, staying, positions[staying])
 
 
 def _split_labeled(data):
