@@ -86,12 +86,7 @@ def main(argv=None):
     parser.add_argument("--budgets", default="1.0,0.75,0.5,0.25")
     parser.add_argument("--stage-batches", default="",
                         help="comma-separated batch sizes at which to time each stage alone")
-    parser.add_argument("--tune-allocator", action="store_true",
-                        help="call adaptive_zoo.tune_cpu_allocator() first (glibc malloc: large "
-                             "buffers kept in the heap)")
-    args = parser.parse_args(argv)
-    if args.tune_allocator and not adaptive_zoo.tune_cpu_allocator():
-        raise SystemExit("--tune-allocator: no glibc mallopt here")
+    args = timing.parse_args(parser, argv)  # adds and applies --tune-allocator
 
     keras.utils.set_random_seed(0)
     model = MODELS[args.model]()

@@ -37,12 +37,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--base-width", type=int, default=32)
     parser.add_argument("--budgets", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
-    parser.add_argument("--tune-allocator", action="store_true",
-                        help="call adaptive_zoo.tune_cpu_allocator() first (glibc malloc: large "
-                             "buffers kept in the heap)")
-    args = parser.parse_args()
-    if args.tune_allocator and not az.tune_cpu_allocator():
-        raise SystemExit("--tune-allocator: no glibc mallopt here")
+    args = timing.parse_args(parser)  # adds and applies --tune-allocator
 
     keras.utils.set_random_seed(0)
     model = az.DMNN50CIFAR(sub_blocks=2, target_rate=0.5, num_classes=100,

@@ -1,4 +1,4 @@
-"""Wall-clock timing shared by the benchmark scripts.
+"""Wall-clock timing shared by the benchmark scripts, and their common flag.
 
 Timings on a shared or virtual machine drift by tens of percent over a
 minute; timing each case in turn within every round, and taking each case's
@@ -9,6 +9,8 @@ whichever happened to run during it.
 import time
 
 import numpy as np
+
+import adaptive_zoo
 
 
 def interleaved_medians(fns, repeats):
@@ -37,3 +39,24 @@ def interleaved_medians(fns, repeats):
             fn()
             times[i].append(time.perf_counter() - start)
     return [float(np.median(t)) for t in times]
+
+
+def parse_args(parser, argv=None):
+    """`parser.parse_args(argv)` plus the benchmarks' `--tune-allocator` flag,
+    applied: `adaptive_zoo.tune_cpu_allocator()` is called when it is set.
+
+    Args:
+        parser: the script's `argparse.ArgumentParser`.
+        argv: arguments (default: the command line).
+
+    Returns:
+        The parsed arguments. Exits with a message if the flag is set where
+        glibc's `mallopt` is not available.
+    """
+    parser.add_argument("--tune-allocator", action="store_true",
+                        help="call adaptive_zoo.tune_cpu_allocator() first (glibc malloc: large "
+                             "buffers kept in the heap)")
+    args = parser.parse_args(argv)
+    if args.tune_allocator and not adaptive_zoo.tune_cpu_allocator():
+        raise SystemExit("--tune-allocator: no glibc mallopt here")
+    return args
