@@ -180,6 +180,10 @@ def _proportions(q, n_exits):
     return p / p.sum()
 
 
+# The q values scanned for the mean costs reachable on a calibration set.
+_Q_GRID = np.geomspace(1e-4, 1e4, 161)
+
+
 def _evaluate_q(confidences, exit_flops, q):
     """(thresholds, exit of each sample, mean cost) for the distribution q^k."""
     thresholds = exit_thresholds(confidences, _proportions(q, len(exit_flops)))
@@ -187,12 +191,57 @@ def _evaluate_q(confidences, exit_flops, q):
     return thresholds, exits, float(np.asarray(exit_flops)[exits].mean())
 
 
+def _search_q(confidences, exit_flops, target, tolerance):
+    """(thresholds, exits, mean cost) of the q whose mean cost is nearest
+    `target` among those tried: a bisection on `log q`, then, if it missed
+    by more than `tolerance` (relative), a scan of `_Q_GRID` (on a small set
+    the cost is a step function of q, not always monotone, and the
+    bisection can step over the nearest step)."""
+    lo, hi = math.log(_Q_GRID[0]), math.log(_Q_GRID[-1])
+    best = None
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        candidate = _evaluate_q(confidences, exit_flops, math.exp(mid))
+        if best is None or abs(candidate[2] - target) < abs(best[2] - target):
+            best = candidate
+        if abs(candidate[2] - target) <= tolerance * target:
+            return best
+        if candidate[2] < target:
+            lo = mid
+        else:
+            hi = mid
+    for q in _Q_GRID:
+        candidate = _evaluate_q(confidences, exit_flops, q)
+        if abs(candidate[2] - target) < abs(best[2] - target):
+            best = candidate
+    return best
+
+
 def default_budgets(confidences, exit_flops, n=20):
     """`n` budgets from the cheapest reachable on this data (nearly every sample
-    at the first exit) to 1."""
-    cheapest = _evaluate_q(np.asarray(confidences, dtype=np.float64), exit_flops, 1e-4)[2]
-    low = min(cheapest / exit_flops[-1] * 1.02, 1.0)
-    return list(np.linspace(low, 1.0, n))
+    at the first exit) to 1, each one that `calibrate_exits` can meet.
+
+    On a small set the authors' procedure reaches only a few mean costs: a
+    budget that the search misses by more than 4% is moved to the nearest
+    mean cost of `_Q_GRID`, and repeats are dropped (so fewer than `n` may
+    come back).
+    """
+    confidences = np.asarray(confidences, dtype=np.float64)
+    exit_flops = np.asarray(exit_flops, dtype=np.float64)
+    full = float(exit_flops[-1])
+    cheapest = _evaluate_q(confidences, exit_flops, _Q_GRID[0])[2] / full
+    grid_costs = None
+    budgets = []
+    for b in np.linspace(min(cheapest * 1.02, 1.0), 1.0, n)[:-1]:
+        b = float(b)
+        spent = _search_q(confidences, exit_flops, b * full, 0.01)[2] / full
+        if abs(spent - b) > 0.04 * b:
+            if grid_costs is None:
+                grid_costs = np.asarray([_evaluate_q(confidences, exit_flops, q)[2] / full for q in _Q_GRID])
+            b = float(grid_costs[np.argmin(np.abs(grid_costs - b))])
+        if not budgets or b > budgets[-1]:
+            budgets.append(b)
+    return [b for b in budgets if b < 1.0] + [1.0]
 
 
 def calibrate_exits(confidences, correct, exit_flops, budgets, tolerance=0.01):
@@ -226,25 +275,10 @@ def calibrate_exits(confidences, correct, exit_flops, budgets, tolerance=0.01):
     exit_flops = np.asarray(exit_flops, dtype=np.float64)
     full = exit_flops[-1]
 
-    def evaluate(q):
-        return _evaluate_q(confidences, exit_flops, q)
-
     result = Calibration([], [], [], [])
     for budget in sorted(validate_budget(b) for b in budgets):
         target = budget * full
-        lo, hi = math.log(1e-4), math.log(1e4)
-        best = None
-        for _ in range(60):
-            mid = 0.5 * (lo + hi)
-            thresholds, exits, spent = evaluate(math.exp(mid))
-            if best is None or abs(spent - target) < abs(best[2] - target):
-                best = (thresholds, exits, spent)
-            if abs(spent - target) <= tolerance * target:
-                break
-            if spent < target:
-                lo = mid
-            else:
-                hi = mid
+        best = _search_q(confidences, exit_flops, target, tolerance)
         thresholds, exits, spent = best
         # Extremes the q-search cannot reach exactly: all at the last exit.
         if spent < target and budget >= 1.0 - 1e-9:

@@ -69,3 +69,16 @@ def test_default_budgets_are_all_reachable():
     assert len(grid) == 20 and grid[-1] == 1.0 and grid[0] >= 0.53
     cal = budget.calibrate_exits(conf, None, flops, grid)
     assert len(cal.budgets) == 20
+
+
+@pytest.mark.parametrize("n_samples", [7, 10, 15])
+def test_default_budgets_of_a_small_set_can_all_be_calibrated(n_samples):
+    # Few samples reach few mean costs: the defaults must still all be met.
+    rng = np.random.default_rng(n_samples)
+    conf = rng.random((7, n_samples)) * 0.5 + np.linspace(0.3, 0.5, 7)[:, None]
+    flops = [15.14, 25.51, 37.10, 46.33, 57.34, 66.96, 75.94]
+    grid = budget.default_budgets(conf, flops)
+    assert 2 <= len(grid) <= 20 and grid[-1] == 1.0 and np.all(np.diff(grid) > 0)
+    cal = budget.calibrate_exits(conf, None, flops, grid)
+    for b, spent in zip(cal.budgets, cal.mean_flops):
+        assert abs(spent / flops[-1] - b) <= 0.05 * b
