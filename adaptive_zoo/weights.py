@@ -16,6 +16,7 @@ is available and how to produce the missing one.
 the numbers we measured for it; `check_manifest` holds it to `REGISTRY`.
 """
 
+import collections
 import os
 
 import keras
@@ -174,22 +175,46 @@ def load_weights(model, weights, family):
 
 
 def _check_h5_fits(model, path):
-    """Refuse a Keras weights file whose tensors differ from the model's."""
+    """Refuse a Keras weights file whose tensors differ from the model's,
+    naming those of each side that the other lacks (by shape)."""
     import h5py
 
-    shapes = []
+    found = []
     with h5py.File(path, "r") as f:
         if "layers" not in f and "vars" not in f:
             raise ValueError("not a Keras .weights.h5 file")
 
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset) and not name.startswith("optimizer"):
-                shapes.append(tuple(obj.shape))
+                found.append((name, tuple(obj.shape)))
 
         f.visititems(visit)
-    ours = [tuple(int(d) for d in v.shape) for v in model.weights]
-    if sorted(shapes) != sorted(ours):
+    ours = [(v.path, tuple(int(d) for d in v.shape)) for v in model.weights]
+    file_only = _unmatched(found, ours)
+    model_only = _unmatched(ours, found)
+    if file_only or model_only:
         raise ValueError(
-            f"the file holds {len(shapes)} tensors, the model has {len(ours)}"
-            + ("" if len(shapes) != len(ours) else " of other shapes")
+            f"the file holds {len(found)} tensors, the model {len(ours)}; "
+            f"only in the file: {_listed(file_only)}; only in the model: {_listed(model_only)}"
         )
+
+
+def _unmatched(named_shapes, others):
+    """The (name, shape) pairs of `named_shapes` left over once each shape of
+    `others` has been matched to one of them."""
+    available = collections.Counter(shape for _, shape in others)
+    left = []
+    for name, shape in named_shapes:
+        if available[shape]:
+            available[shape] -= 1
+        else:
+            left.append((name, shape))
+    return left
+
+
+def _listed(named_shapes, limit=6):
+    if not named_shapes:
+        return "none"
+    text = ", ".join(f"{name} {shape}" for name, shape in named_shapes[:limit])
+    more = len(named_shapes) - limit
+    return text + (f" and {more} more" if more > 0 else "")

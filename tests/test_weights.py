@@ -39,6 +39,18 @@ def test_keras_weights_round_trip_and_mismatch(tmp_path):
         adaptive_zoo.MSDNetTiny(n_blocks=3, weights=path)
 
 
+def test_a_mismatched_or_corrupted_weights_file_names_the_problem(tmp_path):
+    path = str(tmp_path / "ten.weights.h5")
+    adaptive_zoo.MSDNetTiny(num_classes=10).save_weights(path)
+    # Same number of tensors, the classifiers' shapes differ: both sides named.
+    with pytest.raises(ValueError, match=r"only in the file: .*\(32, 10\).*only in the model: .*\(32, 7\)"):
+        adaptive_zoo.MSDNetTiny(num_classes=7, weights=path)
+    garbage = tmp_path / "garbage.weights.h5"
+    garbage.write_bytes(b"not hdf5")
+    with pytest.raises(ValueError, match="do not fit"):
+        adaptive_zoo.MSDNetTiny(weights=str(garbage))
+
+
 def test_registered_download_is_verified_and_a_bad_file_is_not_kept(tmp_path, monkeypatch):
     source = tmp_path / "published.weights.h5"
     model = adaptive_zoo.MSDNetTiny()
