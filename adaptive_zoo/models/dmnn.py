@@ -28,7 +28,8 @@ from keras import ops
 from adaptive_zoo import budget as budget_lib
 from adaptive_zoo import cost
 from adaptive_zoo import fast_path
-from adaptive_zoo.models.inputs import check_image_batch, image_batches
+from adaptive_zoo.models.base import ZooModel
+from adaptive_zoo.models.inputs import image_batches
 from adaptive_zoo import losses as losses_lib
 from adaptive_zoo import weights as weights_lib
 from adaptive_zoo.layers.base import Layer
@@ -133,7 +134,7 @@ class ResNetBlock(Layer):
         return config
 
 
-class DMNN(keras.Model):
+class DMNN(ZooModel):
     """Base of the DMNN models: gated sub-block networks with a compute budget.
 
     A subclass builds `self.stem` (a list of layers), `self.blocks` (a list
@@ -164,10 +165,7 @@ class DMNN(keras.Model):
     def __init__(self, input_shape, num_classes, sub_blocks, target_rate, category_map=None,
                  category_weights=losses_lib.CATEGORY_STAGE_WEIGHTS, resource_weight=1.0,
                  calibration=None, seed=None, **kwargs):
-        super().__init__(**kwargs)
-        self.image_shape = tuple(int(d) for d in input_shape)
-        if len(self.image_shape) != 3:
-            raise ValueError(f"input_shape must be (H, W, C), got {input_shape!r}.")
+        super().__init__(input_shape, num_classes, **kwargs)
         if isinstance(sub_blocks, bool) or int(sub_blocks) != sub_blocks or sub_blocks < 1:
             raise ValueError(f"sub_blocks must be an integer >= 1, got {sub_blocks!r}.")
         try:
@@ -176,7 +174,6 @@ class DMNN(keras.Model):
             rate = float("nan")
         if not math.isfinite(rate) or not 0.0 < rate <= 1.0:
             raise ValueError(f"target_rate must be a number in (0, 1], got {target_rate!r}.")
-        self.num_classes = int(num_classes)
         self.sub_blocks = int(sub_blocks)
         self.target_rate = rate
         self.category_weights = [float(w) for w in category_weights]
@@ -192,7 +189,6 @@ class DMNN(keras.Model):
             calibration = {k: [float(v) for v in calibration[k]]
                            for k in ("budgets", "thresholds", "mean_flops")}
         self.calibration = calibration
-        self._compiled_fns = {}
         self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
         self.rate_loss_tracker = keras.metrics.Mean(name="rate_loss")
         self.flops_loss_tracker = keras.metrics.Mean(name="flops_loss")
@@ -313,9 +309,6 @@ class DMNN(keras.Model):
     # ------------------------------------------------------------------ #
     # Input checks and budget rules.
     # ------------------------------------------------------------------ #
-    def _check_inputs(self, inputs):
-        check_image_batch(self.name, self.image_shape, inputs)
-
     def topk_plan(self, budget):
         """Sub-blocks to run per gated block for `budget` (uncalibrated rule).
 
@@ -769,28 +762,21 @@ class DMNN(keras.Model):
     # ------------------------------------------------------------------ #
     # Serialization.
     # ------------------------------------------------------------------ #
-    def _family_config(self):
-        raise NotImplementedError
-
     def get_config(self):
-        config = {
-            "name": self.name,
-            "trainable": self.trainable,
-            "input_shape": list(self.image_shape),
-            "num_classes": self.num_classes,
-            "sub_blocks": self.sub_blocks,
-            "target_rate": self.target_rate,
-            "category_map": (self.category_map_config if isinstance(self.category_map_config, str)
-                             else None if self.category_map is None
-                             else [int(c) for c in self.category_map]),
-            "category_weights": [float(w) for w in self.category_weights],
-            "resource_weight": self.resource_weight,
-            "calibration": None if self.calibration is None else {
+        config = super().get_config()
+        config.update(
+            sub_blocks=self.sub_blocks,
+            target_rate=self.target_rate,
+            category_map=(self.category_map_config if isinstance(self.category_map_config, str)
+                          else None if self.category_map is None
+                          else [int(c) for c in self.category_map]),
+            category_weights=[float(w) for w in self.category_weights],
+            resource_weight=self.resource_weight,
+            calibration=None if self.calibration is None else {
                 k: [float(v) for v in self.calibration[k]]
                 for k in ("budgets", "thresholds", "mean_flops")},
-            "seed": self.seed,
-        }
-        config.update(self._family_config())
+            seed=self.seed,
+        )
         return config
 
 

@@ -22,14 +22,15 @@ from keras import ops
 
 from adaptive_zoo import budget as budget_lib
 from adaptive_zoo import fast_path
-from adaptive_zoo.models.inputs import check_image_batch, image_batches
+from adaptive_zoo.models.base import ZooModel
+from adaptive_zoo.models.inputs import image_batches
 
 __all__ = ["MultiExitModel"]
 
 _MODES = ("auto", "anytime", "budgeted")
 
 
-class MultiExitModel(keras.Model):
+class MultiExitModel(ZooModel):
     """A network with several exit classifiers and a per-image compute budget.
 
     Args:
@@ -50,16 +51,11 @@ class MultiExitModel(keras.Model):
         calibration=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.image_shape = tuple(int(d) for d in input_shape)
-        if len(self.image_shape) != 3:
-            raise ValueError(f"input_shape must be (H, W, C), got {input_shape!r}.")
-        self.num_classes = int(num_classes)
+        super().__init__(input_shape, num_classes, **kwargs)
         self.exit_weights = None if exit_weights is None else [float(w) for w in exit_weights]
         if isinstance(calibration, dict):
             calibration = budget_lib.Calibration.from_config(calibration)
         self.calibration = calibration
-        self._compiled_fns = {}
 
     # ------------------------------------------------------------------ #
     # What subclasses provide.
@@ -97,9 +93,6 @@ class MultiExitModel(keras.Model):
         """Cost per image of each exit head alone."""
         raise NotImplementedError
 
-    def _family_config(self):
-        raise NotImplementedError
-
     # ------------------------------------------------------------------ #
     # Cost.
     # ------------------------------------------------------------------ #
@@ -130,9 +123,6 @@ class MultiExitModel(keras.Model):
             state = self._stage(k, state)
             self._exit(k, state)
         self.built = True
-
-    def _check_inputs(self, inputs):
-        check_image_batch(self.name, self.image_shape, inputs)
 
     # ------------------------------------------------------------------ #
     # The forward passes.
@@ -422,15 +412,11 @@ class MultiExitModel(keras.Model):
     # Serialization.
     # ------------------------------------------------------------------ #
     def get_config(self):
-        config = {
-            "name": self.name,
-            "trainable": self.trainable,
-            "input_shape": list(self.image_shape),
-            "num_classes": self.num_classes,
-            "exit_weights": self.exit_weights,
-            "calibration": None if self.calibration is None else self.calibration.to_config(),
-        }
-        config.update(self._family_config())
+        config = super().get_config()
+        config.update(
+            exit_weights=self.exit_weights,
+            calibration=None if self.calibration is None else self.calibration.to_config(),
+        )
         return config
 
 

@@ -1,0 +1,59 @@
+"""What every model of the zoo shares: the images it takes, its classes, the
+input checks and the base of its config."""
+
+import keras
+
+from adaptive_zoo.models.inputs import check_image_batch
+
+__all__ = ["ZooModel"]
+
+
+class ZooModel(keras.Model):
+    """Base of the zoo's model families (multi-exit nets, DMNN).
+
+    Args:
+        input_shape: `(H, W, C)` of the images the model takes.
+        num_classes: number of logits, a positive integer.
+        **kwargs: `keras.Model` arguments (`name`, ...).
+
+    Example:
+    ```python
+    model = adaptive_zoo.MSDNetCIFARAnytime(num_classes=10)
+    model.input_shape  # (None, 32, 32, 3), as on keras.applications models
+    ```
+    """
+
+    def __init__(self, input_shape, num_classes, **kwargs):
+        super().__init__(**kwargs)
+        try:
+            self.image_shape = tuple(int(d) for d in input_shape)
+        except (TypeError, ValueError):
+            self.image_shape = ()
+        if len(self.image_shape) != 3 or min(self.image_shape) < 1:
+            raise ValueError(f"input_shape must be (H, W, C) of positive integers, got {input_shape!r}.")
+        if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
+        self.num_classes = int(num_classes)
+        self._compiled_fns = {}
+
+    @property
+    def input_shape(self):
+        """`(None, H, W, C)`: the batches the model takes."""
+        return (None,) + self.image_shape
+
+    def _check_inputs(self, inputs):
+        check_image_batch(self.name, self.image_shape, inputs)
+
+    def _family_config(self):
+        """The constructor arguments of the subclass's architecture."""
+        raise NotImplementedError
+
+    def get_config(self):
+        config = {
+            "name": self.name,
+            "trainable": self.trainable,
+            "input_shape": list(self.image_shape),
+            "num_classes": self.num_classes,
+        }
+        config.update(self._family_config())
+        return config
