@@ -3,6 +3,11 @@ package, and tfds pipelines for CIFAR-10/100 and ImageNet from the user's copy.
 
 Every loader returns NHWC float32 images and integer labels. Nothing is
 downloaded at run time: a missing dataset is an error that says how to get it.
+
+The MSDNet and RANet authors feed their networks images normalized per
+channel (`AUTHORS_NORMALIZATION`; their checkpoints expect it):
+`authors_normalization(name)` is that step as a Keras layer, and `load_tfds`
+applies it, with the authors' evaluation geometry and training augmentation.
 """
 
 import gzip
@@ -10,7 +15,14 @@ import os
 
 import numpy as np
 
-__all__ = ["load_digits", "load_fashion_mnist", "load_tfds", "split_holdout"]
+__all__ = [
+    "AUTHORS_NORMALIZATION",
+    "authors_normalization",
+    "load_digits",
+    "load_fashion_mnist",
+    "load_tfds",
+    "split_holdout",
+]
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 
@@ -130,32 +142,85 @@ def split_holdout(x, y, size, seed=0):
     return (x[idx[size:]], y[idx[size:]]), (x[idx[:size]], y[idx[:size]])
 
 
+# Per-channel (mean, standard deviation) of images in [0, 1], as the MSDNet and
+# RANet authors' data loaders normalize them (the same constants in both).
+AUTHORS_NORMALIZATION = {
+    "cifar10": ((0.4914, 0.4824, 0.4467), (0.2471, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+def authors_normalization(name):
+    """The authors' input normalization for `name`, as a Keras layer.
+
+    Args:
+        name: "cifar10", "cifar100" or "imagenet".
+
+    Returns:
+        A `keras.layers.Normalization` mapping RGB images in [0, 1] to
+        `(x - mean) / std` per channel, with the constants of the authors'
+        data loaders (`AUTHORS_NORMALIZATION`). Their checkpoints expect
+        it; `load_tfds` applies it already.
+
+    Example:
+    ```python
+    normalize = authors_normalization("imagenet")
+    model = MSDNetImageNet(step=4, weights="msdnet-step=4-block=5.pth.tar")
+    logits = model(normalize(images))  # images: (N, 224, 224, 3) in [0, 1]
+    ```
+    """
+    if name not in AUTHORS_NORMALIZATION:
+        raise ValueError(f"Unknown dataset {name!r}; known: {sorted(AUTHORS_NORMALIZATION)}.")
+    import keras
+
+    mean, std = AUTHORS_NORMALIZATION[name]
+    layer = keras.layers.Normalization(mean=mean, variance=np.square(std), name=f"{name}_normalization")
+    layer.build((None, None, None, 3))
+    return layer
+
+
 _TFDS_NAMES = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet": "imagenet2012"}
 
 
 def load_tfds(name, split, data_dir=None, manual_dir=None, batch_size=64, image_size=None,
-              label_key="label"):
+              label_key="label", normalize=True, training=False, seed=None):
     """A batched `tf.data` pipeline of `(images, labels)` from the user's copy.
 
     CIFAR-10/100 come from a tfds `data_dir` that already holds the prepared
     dataset; ImageNet from `manual_dir` with the ILSVRC2012 tar files (tfds
     prepares them once). Nothing is downloaded.
 
+    The images are prepared as the MSDNet and RANet authors prepare theirs:
+    ImageNet's shorter side scaled to 256 and the central 224x224 kept (for
+    `image_size` s: scaled to round(s * 8 / 7), s x s kept); CIFAR as it is.
+    With `training=True` the examples are shuffled and augmented with Keras'
+    own layers: CIFAR a random 32x32 crop of the image zero-padded by 4 and
+    a random horizontal flip (the authors'); ImageNet a random 224x224 crop
+    of the scaled image and a flip (the MSDNet authors crop the unscaled
+    image, RANet's a random-resized crop: Keras has no such layer).
+
     Args:
         name: "cifar10", "cifar100" or "imagenet".
-        split: a tfds split ("train", "test", "validation", "train[:5000]").
+        split: a tfds split ("train", "test", "validation", "train[5000:]").
         data_dir: tfds data directory.
         manual_dir: directory with ImageNet's tar files.
         batch_size: batch size.
-        image_size: resize to this square size (ImageNet: 224 by default).
+        image_size: the square size of the images (ImageNet: 224 by
+            default; CIFAR: their own 32, else resized).
         label_key: "label", or "coarse_label" for CIFAR-100's 20 superclasses.
+        normalize: apply `authors_normalization(name)` (what the authors'
+            checkpoints expect); `False`: RGB in [0, 1].
+        training: shuffle and augment (for a training split).
+        seed: seed of the shuffling and augmentation.
 
     Returns:
-        A `tf.data.Dataset` of float32 images in [0, 1] and int labels.
+        A `tf.data.Dataset` of float32 NHWC images and int labels.
     """
     if name not in _TFDS_NAMES:
         raise ValueError(f"Unknown dataset {name!r}; known: {sorted(_TFDS_NAMES)}.")
     try:
+        import keras
         import tensorflow as tf
         import tensorflow_datasets as tfds
     except ImportError as error:
@@ -165,7 +230,8 @@ def load_tfds(name, split, data_dir=None, manual_dir=None, batch_size=64, image_
         config = tfds.download.DownloadConfig(manual_dir=manual_dir)
         builder.download_and_prepare(download_config=config)
     try:
-        ds = builder.as_dataset(split=split)
+        ds = builder.as_dataset(split=split, shuffle_files=training,
+                                read_config=tfds.ReadConfig(shuffle_seed=seed))
     except AssertionError as error:  # tfds' "could not find data"
         where = data_dir or "the default tfds data_dir (~/tensorflow_datasets)"
         raise FileNotFoundError(
@@ -174,11 +240,34 @@ def load_tfds(name, split, data_dir=None, manual_dir=None, batch_size=64, image_
             "for ImageNet pass manual_dir= with the ILSVRC2012 tar files."
         ) from error
     size = image_size or (224 if name == "imagenet" else None)
+    # Keras' preprocessing layers run as TensorFlow ops inside tf.data, on
+    # any backend.
+    steps = []
+    if name == "imagenet":
+        scaled = int(round(size * 8 / 7))
+        steps.append(keras.layers.Resizing(scaled, scaled, crop_to_aspect_ratio=True))
+        steps.append(keras.layers.RandomCrop(size, size, seed=seed) if training
+                     else keras.layers.CenterCrop(size, size))
+    else:
+        if size:
+            steps.append(keras.layers.Resizing(size, size))
+        if training:
+            crop = keras.layers.RandomCrop(size or 32, size or 32, seed=seed)
+            steps.append(lambda image, training: crop(
+                tf.pad(image, [[4, 4], [4, 4], [0, 0]]), training=training))
+    if training:
+        steps.append(keras.layers.RandomFlip("horizontal", seed=seed))
 
     def prepare(example):
         image = tf.cast(example["image"], tf.float32) / 255.0
-        if size:
-            image = tf.image.resize(image, (size, size))
+        for step in steps:
+            image = step(image, training=training)
         return image, example[label_key]
 
-    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
+    if training:
+        ds = ds.shuffle(10 * batch_size, seed=seed)
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+    if normalize:  # on batches: the layer's statistics broadcast over NHWC
+        norm = authors_normalization(name)
+        ds = ds.map(lambda images, labels: (norm(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(2)

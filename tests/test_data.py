@@ -2,6 +2,7 @@
 
 import gzip
 
+import keras
 import numpy as np
 import pytest
 
@@ -37,12 +38,52 @@ def test_unprepared_tfds_dataset_is_a_clear_error(tmp_path):
         data.load_tfds("svhn", "test")
 
 
-def test_tfds_pipeline_yields_images_and_labels():
+def test_authors_normalization_uses_their_constants():
+    layer = data.authors_normalization("cifar100")
+    x = np.random.default_rng(0).random((2, 4, 4, 3)).astype("float32")
+    mean, std = np.array([0.5071, 0.4867, 0.4408]), np.array([0.2675, 0.2565, 0.2761])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), (x - mean) / std, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="Unknown dataset"):
+        data.authors_normalization("svhn")
+
+
+def _images(dataset):
+    return np.concatenate([np.asarray(images) for images, _ in dataset])
+
+
+def test_tfds_pipeline_yields_images_normalized_as_the_authors():
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=10):
         images, labels = next(iter(data.load_tfds("cifar10", "train", batch_size=4)))
+        raw = _images(data.load_tfds("cifar10", "test", batch_size=4, normalize=False))
+        normalized = _images(data.load_tfds("cifar10", "test", batch_size=4))
     assert tuple(images.shape) == (4, 32, 32, 3) and tuple(labels.shape) == (4,)
-    assert float(np.max(images)) <= 1.0
+    assert raw.shape == (10, 32, 32, 3) and 0.0 <= raw.min() and raw.max() <= 1.0
+    mean, std = data.AUTHORS_NORMALIZATION["cifar10"]
+    np.testing.assert_allclose(normalized, (raw - mean) / np.asarray(std), rtol=1e-5, atol=1e-5)
+
+
+def test_tfds_training_pipeline_crops_the_zero_padded_image_and_flips():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=10):
+        raw = _images(data.load_tfds("cifar10", "train", batch_size=5, normalize=False))
+        augmented = _images(data.load_tfds("cifar10", "train", batch_size=5, normalize=False,
+                                           training=True, seed=3))
+    padded = np.pad(raw, [(0, 0), (4, 4), (4, 4), (0, 0)])
+    windows = [w for image in padded for i in range(9) for j in range(9)
+               for w in (image[i:i + 32, j:j + 32], image[i:i + 32, j:j + 32][:, ::-1])]
+    for image in augmented:  # each one a window of a padded original, maybe mirrored
+        assert min(np.abs(w - image).max() for w in windows) < 1e-6
+    assert not np.allclose(np.sort(augmented, axis=None), np.sort(raw, axis=None))
+
+
+def test_imagenet_pipeline_keeps_the_central_crop():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=3):
+        evaluation = next(iter(data.load_tfds("imagenet", "validation", batch_size=3)))[0]
+        training = next(iter(data.load_tfds("imagenet", "train", batch_size=3, training=True,
+                                            image_size=64)))[0]
+    assert tuple(evaluation.shape) == (3, 224, 224, 3) and tuple(training.shape) == (3, 64, 64, 3)
 
 
 def _write_idx(path, array):
