@@ -232,6 +232,13 @@ def test_bad_sub_blocks(sub_blocks):
         az.DMNNResNet(**{**TINY, "sub_blocks": sub_blocks})
 
 
+def test_sub_blocks_without_a_block_to_gate_is_refused():
+    # One block per stage: each is a stage's first block, which always runs.
+    with pytest.raises(ValueError, match="needs a block to gate"):
+        az.DMNNResNet(**{**TINY, "depths": (1, 1)})
+    assert az.DMNNResNet(**{**TINY, "depths": (1, 1), "sub_blocks": 1}).static
+
+
 @pytest.mark.parametrize("rate", [0.0, 1.5, -0.2, float("nan"), "half"])
 def test_bad_target_rate(rate):
     with pytest.raises(ValueError, match="target_rate"):

@@ -210,6 +210,12 @@ class DMNN(ZooModel):
                 self.gate_of_block.append(-1)
         if g != len(self.gates):
             raise RuntimeError("internal: one gate per gated branch expected.")
+        if not self.static and not g:
+            raise ValueError(
+                f"sub_blocks={self.sub_blocks} needs a block to gate, and this configuration has none: "
+                "the first block of each stage always runs. Give a stage two or more blocks, or "
+                "use sub_blocks=1 (the static network)."
+            )
         self.category_heads = []
         if self.num_categories and not self.static:
             self.category_heads = [
