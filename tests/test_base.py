@@ -7,7 +7,7 @@ import pytest
 
 import adaptive_zoo as az
 
-TINY_DMNN = dict(depths=(1, 1), base_width=8, sub_blocks=2, cifar_stem=True, input_shape=(8, 8, 1),
+TINY_DMNN = dict(depths=(1, 2), base_width=8, sub_blocks=2, cifar_stem=True, input_shape=(8, 8, 1),
                  num_classes=5)
 
 FAMILIES = {
