@@ -106,7 +106,8 @@ def execution_rate_loss(gates, target_rate):
     Returns:
         A scalar tensor.
     """
-    terms = [ops.mean(ops.square(ops.mean(g, axis=0) - target_rate)) for g in gates]
+    # In float32 whatever the compute dtype (mixed precision), as Keras' losses.
+    terms = [ops.mean(ops.square(ops.mean(ops.cast(g, "float32"), axis=0) - target_rate)) for g in gates]
     return ops.mean(ops.stack(terms))
 
 
@@ -149,6 +150,6 @@ def category_loss(category_logits, categories, weights):
     """
     total = 0.0
     for logits, weight in zip(category_logits, weights):
-        ce = ops.sparse_categorical_crossentropy(categories, logits, from_logits=True)
+        ce = ops.sparse_categorical_crossentropy(categories, ops.cast(logits, "float32"), from_logits=True)
         total = total + weight * ops.mean(ce)
     return total

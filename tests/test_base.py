@@ -38,3 +38,60 @@ def test_a_bad_number_of_classes_is_named(family, num_classes):
 def test_a_bad_input_shape_is_named(family, input_shape):
     with pytest.raises(ValueError, match=r"input_shape must be \(H, W, C\)"):
         FAMILIES[family](input_shape=input_shape)
+
+
+# ---------------------------------------------------------------------- #
+# Mixed precision: float32 variables, bfloat16 computation.
+# ---------------------------------------------------------------------- #
+def _tiny_ranet():
+    from adaptive_zoo.convert import ranet as ranet_convert
+
+    flags = {"data": "cifar10", "nBlocks": 1, "block_step": 1, "stepmode": "even", "step": 1,
+             "scale_list": "1-2-2", "nChannels": 4, "growthRate": 4, "grFactor": "2-1-1",
+             "bnFactor": "2-1-1", "compress_factor": 0.25, "reduction": 0.5}
+    kwargs = ranet_convert.model_kwargs(flags)
+    kwargs.update(input_shape=(16, 16, 1), head_width=8, num_classes=5)
+    return az.RANet(**kwargs)
+
+
+MIXED = {
+    "msdnet": lambda: az.MSDNetTiny(num_classes=5),
+    "ranet": _tiny_ranet,
+    "dmnn": lambda: az.DMNNResNet(**{**TINY_DMNN, "input_shape": (16, 16, 1)}),
+}
+
+
+@pytest.fixture
+def policy():
+    """Sets the global dtype policy; float32 again afterwards."""
+    yield keras.mixed_precision.set_global_policy
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("family", sorted(MIXED))
+def test_mixed_precision_inference_follows_the_float32_model(family, policy):
+    policy("float32")
+    reference = MIXED[family]()
+    policy("mixed_bfloat16")
+    model = MIXED[family]()
+    model.set_weights(reference.get_weights())
+    x = np.random.default_rng(0).random((6, 16, 16, 1), dtype=np.float32)
+    want = keras.ops.convert_to_numpy(reference(x))
+    got = model(x)
+    assert keras.backend.standardize_dtype(got.dtype) == "bfloat16"
+    got = keras.ops.convert_to_numpy(keras.ops.cast(got, "float32"))
+    assert np.abs(got - want).max() <= 0.1 * np.abs(want).max() + 0.05
+    logits, cost = model.predict(x, budget=0.75, return_cost=True)
+    assert logits.shape == (6, 5) and np.isfinite(np.asarray(logits, "float32")).all()
+    assert np.all(cost > 0)
+
+
+@pytest.mark.parametrize("family", ["msdnet", "dmnn"])
+def test_mixed_precision_training_runs(family, policy):
+    policy("mixed_bfloat16")
+    model = MIXED[family]()
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x, y = rng.random((16, 16, 16, 1), dtype=np.float32), rng.integers(0, 5, 16)
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])

@@ -175,14 +175,20 @@ class ConvBNAct(Layer):
         return variables + ([self.conv.bias] if self.use_bias else [])
 
     def _fold(self, kernel, gamma, beta, mean, variance, bias=None):
-        """The convolution's kernel and bias with BatchNorm folded in."""
+        """The convolution's kernel and bias with BatchNorm folded in,
+        computed in the variables' dtype and cast to the layer's compute
+        dtype (they differ under mixed precision)."""
+        kernel, gamma, beta, mean, variance = (
+            ops.cast(t, self.variable_dtype) for t in (kernel, gamma, beta, mean, variance))
         scale = gamma * ops.rsqrt(variance + self.bn.epsilon)
         shift = beta - mean * scale
         if bias is not None:
-            shift = shift + bias * scale
+            shift = shift + ops.cast(bias, self.variable_dtype) * scale
         if self.depthwise:  # kernel (k, k, C, 1): one output channel per input
-            return kernel * ops.reshape(scale, (-1, 1)), shift
-        return kernel * scale, shift
+            kernel = kernel * ops.reshape(scale, (-1, 1))
+        else:
+            kernel = kernel * scale
+        return ops.cast(kernel, self.compute_dtype), ops.cast(shift, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape
