@@ -162,8 +162,9 @@ class SubBlockBranch(Layer):
     ```python
     branch = SubBlockBranch("bottleneck", widths=(4, 4), filters=16)
     x = keras.ops.ones((3, 8, 8, 16))
-    dense = branch(x, gates)                       # training / reference path
-    sparse = branch.skip(x, keras.ops.convert_to_tensor(gates) > 0.5)  # real skipping
+    gates = keras.ops.convert_to_tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])  # (batch, N)
+    dense = branch(x, gates)                 # training / reference path
+    sparse = branch.skip(x, gates > 0.5)     # real skipping: same values
     ```
     """
 
