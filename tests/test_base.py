@@ -95,3 +95,11 @@ def test_mixed_precision_training_runs(family, policy):
     x, y = rng.random((16, 16, 16, 1), dtype=np.float32), rng.integers(0, 5, 16)
     history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][-1])
+
+
+def test_a_model_level_dtype_is_refused_with_the_global_policy_named(policy):
+    # The layers would keep the global policy: say how to set it instead.
+    with pytest.raises(ValueError, match=r"set_global_policy\('mixed_bfloat16'\)"):
+        az.MSDNetTiny(dtype="mixed_bfloat16")
+    policy("mixed_bfloat16")
+    assert az.MSDNetTiny(dtype="mixed_bfloat16").dtype_policy.name == "mixed_bfloat16"

@@ -14,7 +14,9 @@ class ZooModel(keras.Model):
     Args:
         input_shape: `(H, W, C)` of the images the model takes.
         num_classes: number of logits, a positive integer.
-        **kwargs: `keras.Model` arguments (`name`, ...).
+        **kwargs: `keras.Model` arguments (`name`, ...). A `dtype` other
+            than the global policy is refused: set
+            `keras.mixed_precision.set_global_policy` before building.
 
     Example:
     ```python
@@ -24,6 +26,14 @@ class ZooModel(keras.Model):
     """
 
     def __init__(self, input_shape, num_classes, **kwargs):
+        dtype = kwargs.get("dtype")
+        if dtype is not None and keras.dtype_policies.get(dtype).name != keras.config.dtype_policy().name:
+            # A model's own dtype does not reach the layers it builds.
+            raise ValueError(
+                f"dtype={keras.dtype_policies.get(dtype).name!r} would set the model's policy but not its "
+                "layers'. Set it for the whole model before building it: "
+                f"keras.mixed_precision.set_global_policy({keras.dtype_policies.get(dtype).name!r})."
+            )
         super().__init__(**kwargs)
         try:
             self.image_shape = tuple(int(d) for d in input_shape)
