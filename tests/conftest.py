@@ -12,6 +12,15 @@ FIXTURES = os.environ.get(
 )
 
 
+# A tiny RANet in the authors' flags: three sub-networks, 3 exits, fusion
+# blocks with and without down-sampling, transitions.
+RANET_TINY_FLAGS = {
+    "data": "cifar10", "nBlocks": 1, "block_step": 1, "stepmode": "even", "step": 1,
+    "scale_list": "1-2-2", "nChannels": 4, "growthRate": 4, "grFactor": "2-1-1",
+    "bnFactor": "2-1-1", "compress_factor": 0.25, "reduction": 0.5,
+}
+
+
 def load_fixture(name):
     """(meta, state_dict, input_nhwc, [logits per exit]) of an authors' fixture."""
     path = os.path.join(FIXTURES, name)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import adaptive_zoo as az
+from conftest import RANET_TINY_FLAGS
 
 TINY_DMNN = dict(depths=(1, 2), base_width=8, sub_blocks=2, cifar_stem=True, input_shape=(8, 8, 1),
                  num_classes=5)
@@ -46,10 +47,7 @@ def test_a_bad_input_shape_is_named(family, input_shape):
 def _tiny_ranet():
     from adaptive_zoo.convert import ranet as ranet_convert
 
-    flags = {"data": "cifar10", "nBlocks": 1, "block_step": 1, "stepmode": "even", "step": 1,
-             "scale_list": "1-2-2", "nChannels": 4, "growthRate": 4, "grFactor": "2-1-1",
-             "bnFactor": "2-1-1", "compress_factor": 0.25, "reduction": 0.5}
-    kwargs = ranet_convert.model_kwargs(flags)
+    kwargs = ranet_convert.model_kwargs(RANET_TINY_FLAGS)
     kwargs.update(input_shape=(16, 16, 1), head_width=8, num_classes=5)
     return az.RANet(**kwargs)
 

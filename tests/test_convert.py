@@ -13,6 +13,7 @@ import adaptive_zoo
 from adaptive_zoo import convert
 from adaptive_zoo.convert import msdnet as msdnet_convert
 from adaptive_zoo.convert import ranet as ranet_convert
+from conftest import RANET_TINY_FLAGS
 
 TINY_FLAGS = {
     "data": "cifar10", "nBlocks": 2, "stepmode": "even", "step": 1, "base": 1, "nChannels": 4,
@@ -20,12 +21,6 @@ TINY_FLAGS = {
     "prune": "max",
 }
 
-
-RANET_TINY_FLAGS = {
-    "data": "cifar10", "nBlocks": 1, "block_step": 1, "stepmode": "even", "step": 1,
-    "scale_list": "1-2-2", "nChannels": 4, "growthRate": 4, "grFactor": "2-1-1",
-    "bnFactor": "2-1-1", "compress_factor": 0.25, "reduction": 0.5,
-}
 CONVERTERS = {"msdnet": (msdnet_convert, TINY_FLAGS), "ranet": (ranet_convert, RANET_TINY_FLAGS)}
 
 

@@ -19,7 +19,7 @@ from adaptive_zoo.layers.multi_scale_dense import (
     resize_bilinear_aligned,
 )
 from adaptive_zoo.models.ranet import RANet, ranet_block_plan
-from conftest import load_fixture
+from conftest import RANET_TINY_FLAGS, load_fixture
 
 BACKEND = keras.backend.backend()
 
@@ -29,17 +29,9 @@ CIFAR_PARAMS = 3_354_710
 IMAGENET_FIRST_LAST_MFLOPS = (434.97, 3333.49)
 IMAGENET_PARAMS_M = 149.14
 
-# A tiny configuration in the authors' flags: three sub-networks, 3 exits,
-# fusion blocks with and without down-sampling, transitions.
-TINY_FLAGS = {
-    "data": "cifar10", "nBlocks": 1, "block_step": 1, "stepmode": "even", "step": 1,
-    "scale_list": "1-2-2", "nChannels": 4, "growthRate": 4, "grFactor": "2-1-1",
-    "bnFactor": "2-1-1", "compress_factor": 0.25, "reduction": 0.5,
-}
-
 
 def _tiny_model(**overrides):
-    kwargs = ranet_convert.model_kwargs(TINY_FLAGS)
+    kwargs = ranet_convert.model_kwargs(RANET_TINY_FLAGS)
     kwargs.update(input_shape=(16, 16, 3), head_width=8, num_classes=5)
     kwargs.update(overrides)
     return RANet(**kwargs)
@@ -336,14 +328,14 @@ def test_keras_round_trip(tiny, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_authors():
     """A tiny model from the authors' flags, and its weights under their names."""
-    model = convert.from_authors("ranet", TINY_FLAGS)
+    model = convert.from_authors("ranet", RANET_TINY_FLAGS)
     return model, _export_state_dict(model)
 
 
 def test_from_authors_round_trip(tiny_authors):
     model, state_dict = tiny_authors
     assert model.num_exits == 3
-    copy = convert.from_authors("ranet", TINY_FLAGS, state_dict)
+    copy = convert.from_authors("ranet", RANET_TINY_FLAGS, state_dict)
     images = np.random.default_rng(4).normal(size=(2, 32, 32, 3)).astype("float32")
     for a, b in zip(model(images, exits="all"), copy(images, exits="all")):
         np.testing.assert_allclose(_numpy(a), _numpy(b), rtol=1e-5, atol=1e-6)
@@ -351,13 +343,13 @@ def test_from_authors_round_trip(tiny_authors):
 
 def test_from_authors_flag_errors():
     with pytest.raises(ValueError, match="bogusFlag"):
-        convert.from_authors("ranet", {**TINY_FLAGS, "bogusFlag": 3})
+        convert.from_authors("ranet", {**RANET_TINY_FLAGS, "bogusFlag": 3})
     with pytest.raises(ValueError, match="num_classes"):
-        convert.from_authors("ranet", {**TINY_FLAGS, "num_classes": 7})
+        convert.from_authors("ranet", {**RANET_TINY_FLAGS, "num_classes": 7})
     with pytest.raises(ValueError, match="nScales"):
-        convert.from_authors("ranet", {**TINY_FLAGS, "nScales": 2})
+        convert.from_authors("ranet", {**RANET_TINY_FLAGS, "nScales": 2})
     with pytest.raises(ValueError, match="grFactor"):
-        convert.from_authors("ranet", {**TINY_FLAGS, "grFactor": "2-1"})
+        convert.from_authors("ranet", {**RANET_TINY_FLAGS, "grFactor": "2-1"})
     assert "ranet" in convert.KINDS
 
 
