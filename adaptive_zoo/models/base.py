@@ -26,14 +26,15 @@ class ZooModel(keras.Model):
     """
 
     def __init__(self, input_shape, num_classes, **kwargs):
-        dtype = kwargs.get("dtype")
-        if dtype is not None and keras.dtype_policies.get(dtype).name != keras.config.dtype_policy().name:
-            # A model's own dtype does not reach the layers it builds.
-            raise ValueError(
-                f"dtype={keras.dtype_policies.get(dtype).name!r} would set the model's policy but not its "
-                "layers'. Set it for the whole model before building it: "
-                f"keras.mixed_precision.set_global_policy({keras.dtype_policies.get(dtype).name!r})."
-            )
+        if kwargs.get("dtype") is not None:
+            policy = keras.dtype_policies.get(kwargs["dtype"]).name
+            if policy != keras.config.dtype_policy().name:
+                # A model's own dtype does not reach the layers it builds.
+                raise ValueError(
+                    f"dtype={policy!r} would set the model's policy but not its layers'. Set it for "
+                    "the whole model before building it: "
+                    f"keras.mixed_precision.set_global_policy({policy!r})."
+                )
         super().__init__(**kwargs)
         try:
             self.image_shape = tuple(int(d) for d in input_shape)
