@@ -40,6 +40,7 @@ import timing  # noqa: E402  (examples/timing.py, beside this script)
 MODELS = {
     "cifar_anytime": lambda: adaptive_zoo.MSDNetCIFARAnytime(num_classes=100),
     "cifar_budgeted": lambda: adaptive_zoo.MSDNetCIFARBudgeted(num_classes=100),
+    "imagenet_step4": lambda: adaptive_zoo.MSDNetImageNet(step=4),
     "tiny": lambda: adaptive_zoo.MSDNetTiny(),
 }
 

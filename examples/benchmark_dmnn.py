@@ -6,9 +6,11 @@ Run once per backend:
     KERAS_BACKEND=tensorflow python examples/benchmark_dmnn.py
     KERAS_BACKEND=torch python examples/benchmark_dmnn.py
 
-The model is a CIFAR-style DMNN-50 (N=2) at 32x32 with half the ResNet-50
-widths (`base_width=32`), so the script runs in a few minutes on 2 CPU cores;
-weights are random, the uncalibrated top-k rule sets the cost exactly.
+The default model is a CIFAR-style DMNN-50 (N=2) at 32x32 with half the
+ResNet-50 widths (`base_width=32`), so the script runs in a few minutes on 2 CPU
+cores; `--model imagenet` times the full DMNN-50 (N=2) at 224x224 instead (for
+an accelerator). Weights are random, the uncalibrated top-k rule sets the cost
+exactly.
 
 For each budget `b`: the adaptive path (`model.predict(x, budget=b)`, every
 piece compiled by `fast_path.compile_inference`, the sub-blocks run only on
@@ -35,14 +37,20 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--base-width", type=int, default=32)
+    parser.add_argument("--model", default="cifar", choices=["cifar", "imagenet"],
+                        help="cifar: DMNN50CIFAR at 32x32; imagenet: DMNN50 at 224x224")
+    parser.add_argument("--base-width", type=int, default=32,
+                        help="first stage's width of the cifar model (ResNet-50: 64)")
     parser.add_argument("--budgets", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
     args = timing.parse_args(parser)  # adds and applies --tune-allocator
 
     keras.utils.set_random_seed(0)
-    model = az.DMNN50CIFAR(sub_blocks=2, target_rate=0.5, num_classes=100,
-                           base_width=args.base_width)
-    x = np.random.RandomState(0).rand(args.batch, 32, 32, 3).astype("float32")
+    if args.model == "imagenet":
+        model = az.DMNN50(sub_blocks=2, target_rate=0.5)
+    else:
+        model = az.DMNN50CIFAR(sub_blocks=2, target_rate=0.5, num_classes=100,
+                               base_width=args.base_width)
+    x = np.random.RandomState(0).rand(args.batch, *model.image_shape).astype("float32")
     full = model.full_flops()
 
     dense = fast_path.compile_inference(
@@ -57,7 +65,7 @@ def main():
         + [lambda b=b: model.predict(x, batch_size=args.batch, budget=b) for b in budgets],
         args.repeats)
 
-    print(f"backend {keras.backend.backend()}, batch {args.batch}, median of {args.repeats}, "
+    print(f"backend {keras.backend.backend()}, {model.name}, batch {args.batch}, median of {args.repeats}, "
           f"{full / 1e6:.1f} MFLOPs per image at full cost, always-run part "
           f"{model.cheapest_budget():.3f}; dense full network {reference * 1e3:.1f} ms\n")
     print("| budget | spent / full | time (ms) | speed-up | ideal | of ideal |")
