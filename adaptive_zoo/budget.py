@@ -9,6 +9,10 @@ model's FLOPs per image (the count of `cost.profile`). For multi-exit models:
   exit whose confidence (max softmax) reaches that exit's threshold; the
   thresholds for `b` come from held-out data by the authors' procedure
   (`exit_thresholds`), searched so the mean cost meets `b` (`calibrate_exits`).
+
+DMNN's budgets (top-k sub-blocks per image, or a calibrated threshold on the
+gates) are computed by the model itself (`models/dmnn.py`); its calibration
+is a `Calibration` too, with one gate threshold per budget.
 """
 
 import dataclasses
@@ -169,9 +173,14 @@ class Calibration:
         return cls(
             budgets=list(config["budgets"]),
             thresholds=[[float(v) for v in row] for row in config["thresholds"]],
-            mean_flops=list(config["mean_flops"]),
-            accuracy=list(config["accuracy"]),
+            mean_flops=[_number(v) for v in config["mean_flops"]],
+            accuracy=[_number(v) for v in config["accuracy"]],
         )
+
+
+def _number(value):
+    """A config's number as a float; None (how `to_config` writes NaN) as NaN."""
+    return float("nan") if value is None else float(value)
 
 
 def _proportions(q, n_exits):
@@ -304,17 +313,21 @@ def calibrate_exits(confidences, correct, exit_flops, budgets, tolerance=0.01):
 
 
 def calibrate(model, data, budgets=None, batch_size=None):
-    """Calibrate a multi-exit model for budgeted batch classification.
+    """Calibrate a model of this package for its budgets on held-out data.
 
-    The public entry point for any multi-exit model of this package (the same
-    as `model.calibrate(...)`): every exit runs on held-out `data`, the
-    authors' threshold procedure runs for each budget, and the thresholds are
-    stored in the model (its config, so they survive saving).
+    The same as `model.calibrate(...)`, for every family. Multi-exit models
+    (MSDNet, RANet): every exit runs on `data`, and the authors' threshold
+    procedure gives each budget's exit thresholds (budgeted batch
+    classification). DMNN: each budget gets the threshold on the gates' "on"
+    probabilities whose mean cost on `data` meets it. Either way the result
+    is stored in the model (its config, so it survives saving).
 
     Args:
-        model: a multi-exit model (MSDNet, RANet).
-        data: `(images, labels)` arrays or an iterable of such batches.
-        budgets: budgets in (0, 1]; default: 20 from the cheapest reachable.
+        model: an MSDNet, RANet or DMNN.
+        data: `(images, labels)` arrays or an iterable of such batches
+            (DMNN also takes images alone; then no accuracy is measured).
+        budgets: budgets in (0, 1]; default: a grid from the cheapest
+            reachable budget to 1.
         batch_size: batch size for arrays.
 
     Returns:
@@ -328,6 +341,9 @@ def calibrate(model, data, budgets=None, batch_size=None):
     logits = model.predict(x_test, budget=0.5)
     ```
     """
-    if not hasattr(model, "calibrate") or not hasattr(model, "exit_flops"):
-        raise TypeError(f"calibrate() takes a multi-exit model; got {type(model).__name__}.")
+    if not callable(getattr(model, "calibrate", None)) or not hasattr(model, "calibration"):
+        raise TypeError(
+            f"calibrate() takes a model of this package (MSDNet, RANet, DMNN); got "
+            f"{type(model).__name__}."
+        )
     return model.calibrate(data, budgets=budgets, batch_size=batch_size)

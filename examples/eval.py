@@ -109,7 +109,7 @@ def gated_rows(model, held, test, profile):
     (uncalibrated top-k and, after calibrating on `held`, thresholds)."""
     (x_test, y_test), full = test, profile.flops
     calibration = model.calibrate(held)
-    low, high = calibration["budgets"][0], calibration["budgets"][-1]
+    low, high = calibration.budget_range
     print(f"calibrated on {len(held[0])} held-out training images for budgets {low:.3f} to "
           f"{high:.3f}; the parts that always run cost {model.cheapest_budget():.3f}")
     print("| budget | rule | mean MFLOPs spent | fraction of full | test accuracy |")

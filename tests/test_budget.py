@@ -82,3 +82,8 @@ def test_default_budgets_of_a_small_set_can_all_be_calibrated(n_samples):
     cal = budget.calibrate_exits(conf, None, flops, grid)
     for b, spent in zip(cal.budgets, cal.mean_flops):
         assert abs(spent / flops[-1] - b) <= 0.05 * b
+
+
+def test_calibrate_names_what_it_takes():
+    with pytest.raises(TypeError, match="MSDNet, RANet, DMNN.*got list"):
+        budget.calibrate([1, 2], data=None)

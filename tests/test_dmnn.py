@@ -209,7 +209,7 @@ def test_calibrated_budgets_survive_saving(trained, tmp_path):
     held_out, x = x[:200], x[200:]
     grid = [round(b, 2) for b in np.linspace(0.5, 1.0, 11)]
     calibration = model.calibrate(held_out, budgets=grid)
-    assert calibration["budgets"] == grid
+    assert calibration.budgets == grid
     full = model.full_flops()
     for budget in (0.6, 0.75, 0.9):
         _, flops = model(x, budget=budget, return_cost=True)  # held-out images
@@ -218,9 +218,41 @@ def test_calibrated_budgets_survive_saving(trained, tmp_path):
     path = str(tmp_path / "dmnn.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
-    assert loaded.calibration == model.calibration
+    assert loaded.calibration.to_config() == model.calibration.to_config()
     np.testing.assert_allclose(loaded.predict(x[:16], budget=0.75),
                                model.predict(x[:16], budget=0.75), rtol=1e-5, atol=1e-5)
+
+
+def test_calibration_is_the_curve_of_the_other_families(trained):
+    # The same call and the same kind of result as MSDNet and RANet: a
+    # Calibration whose accuracy is the one predict gives at that budget.
+    model = trained["model"]
+    saved = model.calibration
+    _, (x, y) = _digits()
+    try:
+        curve = az.calibrate(model, (x[:200], y[:200]), budgets=[0.6, 0.9])
+        assert isinstance(curve, az.budget.Calibration) and model.calibration is curve
+        assert curve.budget_range == (0.6, 0.9)
+        for b, accuracy in zip(curve.budgets, curve.accuracy):
+            predicted = model.predict(x[:200], budget=b, mode="calibrated").argmax(-1)
+            assert abs(accuracy - np.mean(predicted == y[:200])) <= 1 / 200, b
+        # Images alone: the same thresholds, no accuracy.
+        alone = model.calibrate(x[:200], budgets=[0.6, 0.9])
+        assert alone.thresholds == curve.thresholds and all(map(math.isnan, alone.accuracy))
+    finally:
+        model.calibration = saved
+
+
+def test_calibration_saved_by_earlier_versions_still_loads(tiny):
+    # Before DMNN's calibration was a Calibration, configs held one float
+    # threshold per budget and no accuracy.
+    config = tiny.get_config()
+    config["calibration"] = {"budgets": [0.6, 1.0], "thresholds": [0.7, 0.3],
+                             "mean_flops": [1.0, 2.0]}
+    restored = type(tiny).from_config(config)
+    assert restored.thresholds_for(0.8) == pytest.approx(0.5)
+    assert restored.calibration.thresholds == [[0.7], [0.3]]
+    assert all(map(math.isnan, restored.calibration.accuracy))
 
 
 # ---------------------------------------------------------------------- #

@@ -157,7 +157,8 @@ class DMNN(ZooModel):
             (the last `S` entries are used for a network of `S` stages).
         resource_weight: weight of the resource terms (rate + FLOPs losses);
             ConvNet-AIG uses 2 on CIFAR and 1 on ImageNet.
-        calibration: calibrated thresholds (set by `calibrate`).
+        calibration: a `budget.Calibration` (or its config dict), set by
+            `calibrate`: one threshold on the "on" probabilities per budget.
         seed: seed of the Gumbel noise.
         **kwargs: `keras.Model` arguments (`name`).
     """
@@ -185,10 +186,7 @@ class DMNN(ZooModel):
                 category_map, self.num_classes)
         else:
             self.category_map, self.num_categories = None, 0
-        if calibration is not None:
-            calibration = {k: [float(v) for v in calibration[k]]
-                           for k in ("budgets", "thresholds", "mean_flops")}
-        self.calibration = calibration
+        self.calibration = _as_calibration(calibration)
         self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
         self.rate_loss_tracker = keras.metrics.Mean(name="rate_loss")
         self.flops_loss_tracker = keras.metrics.Mean(name="flops_loss")
@@ -351,14 +349,13 @@ class DMNN(ZooModel):
         budget = budget_lib.validate_budget(budget)
         if self.calibration is None:
             raise ValueError("This model is not calibrated: call model.calibrate(data) first.")
-        grid = np.asarray(self.calibration["budgets"])
-        taus = np.asarray(self.calibration["thresholds"])
-        if budget < grid[0] - 1e-6 or budget > grid[-1] + 1e-6:
+        if not self._calibrated_for(budget):
+            low, high = self.calibration.budget_range
             raise ValueError(
-                f"budget {budget} is outside the calibrated range [{grid[0]:.4f}, "
-                f"{grid[-1]:.4f}]; calibrate for it, or pass mode='topk'."
+                f"budget {budget} is outside the calibrated range [{low:.4f}, "
+                f"{high:.4f}]; calibrate for it, or pass mode='topk'."
             )
-        return float(np.interp(budget, grid, taus))
+        return float(self.calibration.thresholds_for(budget)[0])
 
     def _rule(self, budget, mode):
         if mode not in _MODES:
@@ -378,8 +375,8 @@ class DMNN(ZooModel):
     def _calibrated_for(self, budget):
         if self.calibration is None:
             return False
-        grid = self.calibration["budgets"]
-        return grid[0] - 1e-6 <= budget <= grid[-1] + 1e-6
+        low, high = self.calibration.budget_range
+        return low - 1e-6 <= budget <= high + 1e-6
 
     def _gate_rule(self, rule, g):
         """Gate `g`'s part of `rule`, as `(kind, k, value)`.
@@ -642,21 +639,29 @@ class DMNN(ZooModel):
 
         Args:
             data: images `(N, H, W, C)`, `(images, labels)`, or an iterable
-                of batches.
+                of image batches or of `(images, labels)` batches. Labels are
+                optional: with them, the accuracy at each budget is measured.
             budgets: budgets in (0, 1]. Default: 8 points from just above
                 the cheapest reachable budget to 1.
             batch_size: batch size for arrays.
             tolerance: relative cost tolerance of the search.
 
         Returns:
-            The calibration dict: `budgets`, `thresholds`, `mean_flops`.
+            The `budget.Calibration`, as the multi-exit models' `calibrate`
+            returns it: `budgets`, `thresholds` (one per budget, in a list of
+            one), `mean_flops` and `accuracy` on `data` (NaN without labels),
+            ready to plot.
+
+        Example:
+        ```python
+        curve = model.calibrate((x_held, y_held), budgets=[0.5, 0.7, 0.9])
+        plt.plot(curve.mean_flops, curve.accuracy)
+        ```
         """
         if self.static:
             raise ValueError("A static DMNN (sub_blocks=1) has no gates to calibrate.")
-        if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
-            data = data[0]
-        images = np.concatenate([np.asarray(ops.convert_to_numpy(b) if not isinstance(b, np.ndarray) else b)
-                                 for b in image_batches(data, batch_size or 64)])
+        images, labels = _held_out(data, batch_size or 64)
+        self._check_inputs(images)
         full = self.full_flops()
         if budgets is None:
             low = min(1.0, self.cheapest_budget() + 0.05)
@@ -666,33 +671,35 @@ class DMNN(ZooModel):
         # The search evaluates many thresholds: it uses the masked path
         # (identical decisions and costs), compiled once, threshold as input.
         def cost_fn(x, tau):
-            _, gates, _ = self._dense(x, training=False, rule=("threshold", tau[:, None]))
-            return self._cost_of(gates)
+            logits, gates, _ = self._dense(x, training=False, rule=("threshold", tau[:, None]))
+            return self._cost_of(gates), ops.argmax(logits, axis=-1)
 
         run = fast_path.compile_inference(cost_fn, self.variables)
         size = batch_size or 64
 
         def mean_cost(tau):
-            costs = []
+            """(mean cost, predicted classes) on `images` at threshold `tau`."""
+            costs, predicted = [], []
             for start in range(0, len(images), size):
                 batch = images[start : start + size]
                 taus = np.full((len(batch),), tau, dtype="float32")
-                costs.append(ops.convert_to_numpy(run(ops.convert_to_tensor(batch),
-                                                      ops.convert_to_tensor(taus))))
-            return float(np.mean(np.concatenate(costs)))
+                spent, classes = run(ops.convert_to_tensor(batch), ops.convert_to_tensor(taus))
+                costs.append(ops.convert_to_numpy(spent))
+                predicted.append(ops.convert_to_numpy(classes))
+            return float(np.mean(np.concatenate(costs))), np.concatenate(predicted)
 
-        result = {"budgets": [], "thresholds": [], "mean_flops": []}
+        result = budget_lib.Calibration([], [], [], [])
         for b in budgets:
             self._check_reachable(b)
             target = b * full
             lo, hi = 0.0, 1.0  # cost decreases as the threshold rises
-            best = (0.0, mean_cost(0.0))
+            best = (0.0, *mean_cost(0.0))
             if best[1] > target * (1 + tolerance):
                 for _ in range(30):
                     mid = 0.5 * (lo + hi)
-                    spent = mean_cost(mid)
+                    spent, predicted = mean_cost(mid)
                     if abs(spent - target) < abs(best[1] - target):
-                        best = (mid, spent)
+                        best = (mid, spent, predicted)
                     if abs(spent - target) <= tolerance * target:
                         break
                     if spent > target:
@@ -704,9 +711,11 @@ class DMNN(ZooModel):
                     f"Cannot calibrate budget {b}: the closest mean cost reachable on this data "
                     f"is {best[1] / full:.4f} of the full model."
                 )
-            result["budgets"].append(float(b))
-            result["thresholds"].append(float(best[0]))
-            result["mean_flops"].append(float(best[1]))
+            result.budgets.append(float(b))
+            result.thresholds.append([float(best[0])])
+            result.mean_flops.append(float(best[1]))
+            result.accuracy.append(float("nan") if labels is None
+                                   else float(np.mean(best[2] == labels)))
         self.calibration = result
         return result
 
@@ -778,9 +787,7 @@ class DMNN(ZooModel):
                           else [int(c) for c in self.category_map]),
             category_weights=[float(w) for w in self.category_weights],
             resource_weight=self.resource_weight,
-            calibration=None if self.calibration is None else {
-                k: [float(v) for v in self.calibration[k]]
-                for k in ("budgets", "thresholds", "mean_flops")},
+            calibration=None if self.calibration is None else self.calibration.to_config(),
             seed=self.seed,
         )
         return config
@@ -1033,6 +1040,47 @@ def DMNNMobileNetV2CIFAR(sub_blocks=2, target_rate=0.9, num_classes=100,
     return DMNNMobileNetV2(sub_blocks=sub_blocks, target_rate=target_rate, cifar=True,
                            num_classes=num_classes, input_shape=input_shape, weights=weights,
                            **kwargs)
+
+
+def _as_calibration(calibration):
+    """A `budget.Calibration` from itself, its config, or the dict that
+    DMNN's `calibrate` returned and its config held before (one float
+    threshold per budget, no accuracy)."""
+    if calibration is None or isinstance(calibration, budget_lib.Calibration):
+        return calibration
+    budgets = [float(b) for b in calibration["budgets"]]
+    return budget_lib.Calibration.from_config({
+        "budgets": budgets,
+        "thresholds": [t if isinstance(t, (list, tuple)) else [t]
+                       for t in calibration["thresholds"]],
+        "mean_flops": calibration["mean_flops"],
+        "accuracy": calibration.get("accuracy", [None] * len(budgets)),
+    })
+
+
+def _held_out(data, batch_size):
+    """`calibrate`'s data as NumPy `(images, labels)`; labels None if the
+    data has none."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
+        data, labels = data
+        pairs = [(data, labels)]
+    elif hasattr(data, "shape"):
+        pairs = [(data, None)]
+    else:
+        pairs = [item if isinstance(item, (tuple, list)) else (item, None) for item in data]
+    images, labels = [], []
+    for x, y in pairs:
+        images += [np.asarray(ops.convert_to_numpy(b)) for b in image_batches(x, batch_size)]
+        labels.append(None if y is None else np.asarray(ops.convert_to_numpy(y)).reshape(-1))
+    if not images:
+        raise ValueError("The calibration data is empty.")
+    images = np.concatenate(images)
+    if any(y is None for y in labels):
+        return images, None
+    labels = np.concatenate(labels)
+    if len(labels) != len(images):
+        raise ValueError(f"Calibration data has {len(images)} images but {len(labels)} labels.")
+    return images, labels
 
 
 def _sub_block_bucket(n):
