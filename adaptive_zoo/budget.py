@@ -33,7 +33,14 @@ __all__ = [
 
 
 def validate_budget(budget):
-    """Return `budget` as a float, or raise a clear `ValueError`."""
+    """Return `budget` as a float, or raise a clear `ValueError`.
+
+    A number (Python, NumPy, or a one-element tensor) in (0, 1]. Strings and
+    booleans are refused rather than converted: `budget=True` would
+    otherwise mean the full model, and `"0.5"` hides a caller's bug.
+    """
+    if isinstance(budget, (str, bytes, bool, np.bool_)):
+        raise ValueError(f"budget must be a number in (0, 1], got {budget!r}.")
     try:
         value = float(budget)
     except (TypeError, ValueError):

@@ -8,10 +8,16 @@ import pytest
 from adaptive_zoo import budget
 
 
-@pytest.mark.parametrize("value", [0, -1, 1.0001, math.nan, math.inf, None, "x"])
+@pytest.mark.parametrize("value", [0, -1, 1.0001, math.nan, math.inf, None, "x", "0.5", True,
+                                   np.bool_(True)])
 def test_invalid_budgets_are_refused(value):
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         budget.validate_budget(value)
+
+
+def test_numbers_of_every_kind_are_budgets():
+    for value in (0.5, 1, np.float32(0.5), np.array(0.25), np.int64(1)):
+        assert budget.validate_budget(value) == float(value)
 
 
 def test_anytime_exit_is_the_deepest_that_fits():
