@@ -20,9 +20,9 @@ def _full_float32_on_gpus():
     matrix products and TensorFlow's run in TF32 (10-bit mantissa) by
     default. On an H200 that put our outputs 3.7e-4 (relative) from the
     authors' on RANet's first exit (torch), above the fixtures' 1e-4, and
-    made the skipping path differ from the dense one by 1e-3; with TF32 off
-    every parity and skipping test passed on jax and torch. No effect on a
-    CPU.
+    made the skipping path differ from the dense one by 1e-3. With TF32 off
+    they passed there (torch: the parity and skipping tests; jax: MSDNet's
+    and RANet's parity tests, the ones run there). No effect on a CPU.
     """
     backend = keras.backend.backend()
     if backend == "torch":
