@@ -33,7 +33,8 @@ def _full_float32_on_gpus():
     elif backend == "jax":
         import jax
 
-        jax.config.update("jax_default_matmul_precision", "highest")
+        if jax.default_backend() != "cpu":  # a setting the CPU does not need
+            jax.config.update("jax_default_matmul_precision", "highest")
     elif backend == "tensorflow":
         import tensorflow as tf
 
