@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from adaptive_zoo.models.inputs import check_image_batch, image_batches
+from adaptive_zoo.models.inputs import check_image_batch, held_out_arrays, image_batches
 
 
 def test_an_array_is_split_into_batches_in_order():
@@ -31,3 +31,34 @@ def test_a_wrong_rank_array_reaches_the_check_whole():
 def test_dict_batches_are_refused():
     with pytest.raises(ValueError, match="not dicts"):
         list(image_batches([{"images": np.zeros((1, 2, 2, 1))}], 4))
+
+
+def test_held_out_data_in_every_form_gives_the_same_arrays():
+    x, y = np.arange(24, dtype="float32").reshape(6, 2, 2, 1), np.arange(6)
+    batches = [(x[:4], y[:4]), (x[4:], y[4:])]
+    for data in ((x, y), batches):
+        images, labels = held_out_arrays(data)
+        np.testing.assert_array_equal(images, x)
+        np.testing.assert_array_equal(labels, y)
+    # Where labels are optional (DMNN), images alone come back without.
+    for data in (x, [x[:2], x[2:4], x[4:]], (x, None)):
+        images, labels = held_out_arrays(data, labels_required=False)
+        np.testing.assert_array_equal(images, x)
+        assert labels is None
+
+
+@pytest.mark.parametrize("data, message", [
+    ((np.ones((2, 2, 2, 1)), None), r"needs labels: pass \(images, labels\)\.$"),
+    (np.ones((2, 2, 2, 1)), "not images alone"),
+    ([np.ones((2, 2, 2, 1))], "each batch must be"),
+    ([], "empty"),
+    ((np.ones((3, 2, 2, 1)), np.zeros(2)), "3 images but 2 labels"),
+])
+def test_held_out_data_without_labels_or_rows_is_named(data, message):
+    with pytest.raises(ValueError, match=message):
+        held_out_arrays(data)
+
+
+def test_held_out_dict_batches_are_refused_where_labels_are_optional():
+    with pytest.raises(ValueError, match="not dicts"):
+        held_out_arrays([{"image": np.ones((1, 2, 2, 1))}], labels_required=False)

@@ -29,7 +29,7 @@ from adaptive_zoo import budget as budget_lib
 from adaptive_zoo import cost
 from adaptive_zoo import fast_path
 from adaptive_zoo.models.base import ZooModel
-from adaptive_zoo.models.inputs import image_batches
+from adaptive_zoo.models.inputs import held_out_arrays, image_batches
 from adaptive_zoo import losses as losses_lib
 from adaptive_zoo import weights as weights_lib
 from adaptive_zoo.layers.base import Layer
@@ -660,7 +660,7 @@ class DMNN(ZooModel):
         """
         if self.static:
             raise ValueError("A static DMNN (sub_blocks=1) has no gates to calibrate.")
-        images, labels = _held_out(data, batch_size or 64)
+        images, labels = held_out_arrays(data, labels_required=False)
         self._check_inputs(images)
         full = self.full_flops()
         if budgets is None:
@@ -1056,31 +1056,6 @@ def _as_calibration(calibration):
         "mean_flops": calibration["mean_flops"],
         "accuracy": calibration.get("accuracy", [None] * len(budgets)),
     })
-
-
-def _held_out(data, batch_size):
-    """`calibrate`'s data as NumPy `(images, labels)`; labels None if the
-    data has none."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
-        data, labels = data
-        pairs = [(data, labels)]
-    elif hasattr(data, "shape"):
-        pairs = [(data, None)]
-    else:
-        pairs = [item if isinstance(item, (tuple, list)) else (item, None) for item in data]
-    images, labels = [], []
-    for x, y in pairs:
-        images += [np.asarray(ops.convert_to_numpy(b)) for b in image_batches(x, batch_size)]
-        labels.append(None if y is None else np.asarray(ops.convert_to_numpy(y)).reshape(-1))
-    if not images:
-        raise ValueError("The calibration data is empty.")
-    images = np.concatenate(images)
-    if any(y is None for y in labels):
-        return images, None
-    labels = np.concatenate(labels)
-    if len(labels) != len(images):
-        raise ValueError(f"Calibration data has {len(images)} images but {len(labels)} labels.")
-    return images, labels
 
 
 def _sub_block_bucket(n):

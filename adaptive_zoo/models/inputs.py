@@ -1,8 +1,9 @@
 """Input checks and batching shared by every model of the zoo."""
 
+import numpy as np
 from keras import ops
 
-__all__ = ["check_image_batch", "image_batches"]
+__all__ = ["check_image_batch", "held_out_arrays", "image_batches"]
 
 
 def check_image_batch(name, image_shape, inputs):
@@ -59,3 +60,53 @@ def image_batches(x, batch_size):
         if isinstance(item, dict):
             raise ValueError("Batches must be images or (images, labels) pairs, not dicts.")
         yield item if hasattr(item, "shape") else ops.convert_to_numpy(item)
+
+
+def held_out_arrays(data, labels_required=True):
+    """`calibrate`'s held-out data as NumPy `(images, labels)`.
+
+    Args:
+        data: `(images, labels)` arrays or tensors, an iterable of
+            `(images, labels)` batches (e.g. a `tf.data.Dataset`), or, where
+            labels are optional, images alone or an iterable of image batches.
+            A tuple or list of exactly two arrays is read as
+            `(images, labels)`.
+        labels_required: raise unless every batch has labels (the multi-exit
+            models' calibration needs them; DMNN's does not).
+
+    Returns:
+        `(images, labels)`; `labels` is None where the data has none (only
+        when `labels_required` is False).
+
+    Raises:
+        ValueError: for missing labels (if required), no data, dict batches,
+            or a label count other than the image count.
+    """
+    if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
+        if data[1] is None and labels_required:
+            raise ValueError("Calibration needs labels: pass (images, labels).")
+        pairs = [tuple(data)]
+    elif hasattr(data, "shape"):
+        if labels_required:
+            raise ValueError("Calibration needs labels: pass (images, labels), not images alone.")
+        pairs = [(data, None)]
+    else:
+        pairs = []
+        for item in data:
+            if isinstance(item, (tuple, list)) and len(item) >= 2:
+                pairs.append((item[0], item[1]))
+            elif labels_required:
+                raise ValueError("Calibration needs labels: each batch must be (images, labels).")
+            elif isinstance(item, dict):
+                raise ValueError("Batches must be images or (images, labels) pairs, not dicts.")
+            else:
+                pairs.append((item, None))
+    if not pairs:
+        raise ValueError("The calibration data is empty.")
+    images = np.concatenate([np.asarray(ops.convert_to_numpy(x)) for x, _ in pairs])
+    if any(y is None for _, y in pairs):
+        return images, None
+    labels = np.concatenate([np.asarray(ops.convert_to_numpy(y)).reshape(-1) for _, y in pairs])
+    if len(labels) != len(images):
+        raise ValueError(f"Calibration data has {len(images)} images but {len(labels)} labels.")
+    return images, labels

@@ -23,7 +23,7 @@ from keras import ops
 from adaptive_zoo import budget as budget_lib
 from adaptive_zoo import fast_path
 from adaptive_zoo.models.base import ZooModel
-from adaptive_zoo.models.inputs import image_batches
+from adaptive_zoo.models.inputs import held_out_arrays, image_batches
 
 __all__ = ["MultiExitModel"]
 
@@ -362,13 +362,8 @@ class MultiExitModel(ZooModel):
             accuracy on `data`, ready to plot. It is stored in the model
             (and its config), so it survives saving and loading.
         """
-        images, labels = _split_labeled(data)
+        images, labels = held_out_arrays(data)
         logits = self.predict_all_exits(images, batch_size=batch_size)
-        labels = np.asarray(labels).reshape(-1)
-        if labels.shape[0] != logits.shape[1]:
-            raise ValueError(
-                f"Calibration data has {logits.shape[1]} images but {labels.shape[0]} labels."
-            )
         if logits.shape[1] < self.num_exits:
             raise ValueError(
                 f"The calibration set has {logits.shape[1]} samples, fewer than the model's "
@@ -549,22 +544,3 @@ class _ExitPipeline:
         staying = np.flatnonzero(~leave)
         if staying.size:
             self.waiting[k + 1].add(state, staying, positions[staying])
-
-
-def _split_labeled(data):
-    """(images, labels) NumPy arrays from arrays or an iterable of pairs."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
-        if data[1] is None:
-            raise ValueError("Calibration needs labels: pass (images, labels).")
-        return np.asarray(data[0]), np.asarray(data[1])
-    if hasattr(data, "shape"):
-        raise ValueError("Calibration needs labels: pass (images, labels), not images alone.")
-    images, labels = [], []
-    for item in data:
-        if not isinstance(item, (tuple, list)) or len(item) < 2:
-            raise ValueError("Calibration needs labels: each batch must be (images, labels).")
-        images.append(np.asarray(item[0]))
-        labels.append(np.asarray(item[1]))
-    if not images:
-        raise ValueError("The calibration data is empty.")
-    return np.concatenate(images), np.concatenate(labels)
