@@ -309,3 +309,12 @@ def test_bad_inputs_and_budgets(tiny):
             tiny(_images(4), budget=budget)
     with pytest.raises(ValueError, match="always-run"):
         tiny(_images(4), budget=0.1)
+
+
+def test_predict_and_calibrate_name_missing_images_and_bad_batch_sizes(tiny):
+    with pytest.raises(ValueError, match="no images"):
+        tiny.predict(_images(4)[:0], budget=0.7)
+    with pytest.raises(ValueError, match="batch_size"):
+        tiny.predict(_images(4), budget=0.7, batch_size=0)
+    with pytest.raises(ValueError, match="empty"):
+        tiny.calibrate(_images(4)[:0], budgets=[0.7])

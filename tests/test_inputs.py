@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from adaptive_zoo.models.inputs import check_image_batch, held_out_arrays, image_batches
+from adaptive_zoo.models.inputs import (
+    check_image_batch,
+    checked_batches,
+    held_out_arrays,
+    image_batches,
+    positive_batch_size,
+)
 
 
 def test_an_array_is_split_into_batches_in_order():
@@ -52,6 +58,8 @@ def test_held_out_data_in_every_form_gives_the_same_arrays():
     (np.ones((2, 2, 2, 1)), "not images alone"),
     ([np.ones((2, 2, 2, 1))], "each batch must be"),
     ([], "empty"),
+    ((np.ones((0, 2, 2, 1)), np.zeros(0)), "empty"),
+    ([(np.ones((0, 2, 2, 1)), np.zeros(0))], "empty"),
     ((np.ones((3, 2, 2, 1)), np.zeros(2)), "3 images but 2 labels"),
 ])
 def test_held_out_data_without_labels_or_rows_is_named(data, message):
@@ -62,3 +70,26 @@ def test_held_out_data_without_labels_or_rows_is_named(data, message):
 def test_held_out_dict_batches_are_refused_where_labels_are_optional():
     with pytest.raises(ValueError, match="not dicts"):
         held_out_arrays([{"image": np.ones((1, 2, 2, 1))}], labels_required=False)
+
+
+def test_images_with_no_rows_are_empty_data_where_labels_are_optional():
+    with pytest.raises(ValueError, match="empty"):
+        held_out_arrays(np.ones((0, 2, 2, 1)), labels_required=False)
+
+
+@pytest.mark.parametrize("bad", [0, -4, 2.5, "8", True])
+def test_batch_size_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        positive_batch_size(bad, 32)
+    assert positive_batch_size(None, 32) == 32
+    assert positive_batch_size(np.int64(5), 32) == 5
+
+
+def test_checked_batches_skip_empty_batches_and_refuse_no_images():
+    checked = []
+    x = np.ones((3, 2, 2, 1), "float32")
+    batches = list(checked_batches([x[:0], x, x[:0]], 4, checked.append))
+    assert [int(b.shape[0]) for b in batches] == [3]
+    assert len(checked) == 3  # every batch is checked, empty ones too
+    with pytest.raises(ValueError, match="no images"):
+        list(checked_batches(x[:0], 4, checked.append))

@@ -232,6 +232,15 @@ def test_exits_and_mode_are_checked(tiny):
         tiny(images(2), budget=0.5, mode="budgeted")
 
 
+def test_predict_and_calibrate_name_missing_images_and_bad_batch_sizes(tiny):
+    with pytest.raises(ValueError, match="no images"):
+        tiny.predict(images(2)[:0], budget=0.5)
+    with pytest.raises(ValueError, match="batch_size"):
+        tiny.predict(images(2), budget=0.5, batch_size=-1)
+    with pytest.raises(ValueError, match="empty"):
+        tiny.calibrate((images(2)[:0], np.zeros(0)))
+
+
 def test_keras_file_round_trip_keeps_weights_and_calibration(tiny, tmp_path):
     x, y = images(60, seed=4), np.random.default_rng(5).integers(0, 10, 60)
     tiny.calibrate((x, y), budgets=[0.7, 1.0])

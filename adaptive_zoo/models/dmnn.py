@@ -29,7 +29,7 @@ from adaptive_zoo import budget as budget_lib
 from adaptive_zoo import cost
 from adaptive_zoo import fast_path
 from adaptive_zoo.models.base import ZooModel
-from adaptive_zoo.models.inputs import held_out_arrays, image_batches
+from adaptive_zoo.models.inputs import checked_batches, held_out_arrays, positive_batch_size
 from adaptive_zoo import losses as losses_lib
 from adaptive_zoo import weights as weights_lib
 from adaptive_zoo.layers.base import Layer
@@ -598,7 +598,7 @@ class DMNN(ZooModel):
             if return_cost:
                 return logits, np.full((logits.shape[0],), float(self.full_flops()), "float32")
             return logits
-        logits, costs = self._predict_rule(x, rule, batch_size or 32)
+        logits, costs = self._predict_rule(x, rule, positive_batch_size(batch_size, 32))
         return (logits, costs) if return_cost else logits
 
     def _whole_skipping(self, rule):
@@ -615,9 +615,7 @@ class DMNN(ZooModel):
         outputs, costs = [], []
         whole = self._whole_skipping(rule)
         pieces = None if whole is not None else self._compiled_pieces()
-        for batch in image_batches(x, batch_size):
-            batch = ops.convert_to_tensor(batch)
-            self._check_inputs(batch)
+        for batch in checked_batches(x, batch_size, self._check_inputs):
             if whole is not None:
                 logits, decisions = whole(batch)
             else:
@@ -675,7 +673,7 @@ class DMNN(ZooModel):
             return self._cost_of(gates), ops.argmax(logits, axis=-1)
 
         run = fast_path.compile_inference(cost_fn, self.variables)
-        size = batch_size or 64
+        size = positive_batch_size(batch_size, 64)
 
         def mean_cost(tau):
             """(mean cost, predicted classes) on `images` at threshold `tau`."""

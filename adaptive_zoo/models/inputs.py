@@ -3,7 +3,13 @@
 import numpy as np
 from keras import ops
 
-__all__ = ["check_image_batch", "held_out_arrays", "image_batches"]
+__all__ = [
+    "check_image_batch",
+    "checked_batches",
+    "held_out_arrays",
+    "image_batches",
+    "positive_batch_size",
+]
 
 
 def check_image_batch(name, image_shape, inputs):
@@ -28,6 +34,37 @@ def check_image_batch(name, image_shape, inputs):
                 f"{name} was built for {image_shape[0]}x{image_shape[1]} "
                 f"images; got {axis} {got} in an input of shape {shape}."
             )
+
+
+def positive_batch_size(batch_size, default):
+    """`batch_size`, or `default` where it is None; a `ValueError` unless it
+    is a positive integer."""
+    if batch_size is None:
+        return default
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+    return int(batch_size)
+
+
+def checked_batches(x, batch_size, check):
+    """The image batches of `x` (see `image_batches`) as tensors, each passed
+    to `check` (which raises for a bad one) before it is yielded.
+
+    Raises:
+        ValueError: if `x` holds no images.
+    """
+    empty = True
+    for batch in image_batches(x, batch_size):
+        batch = ops.convert_to_tensor(batch)
+        check(batch)
+        if int(batch.shape[0]) == 0:
+            continue
+        empty = False
+        yield batch
+    if empty:
+        raise ValueError("predict got no images.")
 
 
 def image_batches(x, batch_size):
@@ -101,9 +138,10 @@ def held_out_arrays(data, labels_required=True):
                 raise ValueError("Batches must be images or (images, labels) pairs, not dicts.")
             else:
                 pairs.append((item, None))
-    if not pairs:
+    images = [np.asarray(ops.convert_to_numpy(x)) for x, _ in pairs]
+    if sum(len(x) for x in images) == 0:
         raise ValueError("The calibration data is empty.")
-    images = np.concatenate([np.asarray(ops.convert_to_numpy(x)) for x, _ in pairs])
+    images = np.concatenate(images)
     if any(y is None for _, y in pairs):
         return images, None
     labels = np.concatenate([np.asarray(ops.convert_to_numpy(y)).reshape(-1) for _, y in pairs])

@@ -23,7 +23,7 @@ from keras import ops
 from adaptive_zoo import budget as budget_lib
 from adaptive_zoo import fast_path
 from adaptive_zoo.models.base import ZooModel
-from adaptive_zoo.models.inputs import held_out_arrays, image_batches
+from adaptive_zoo.models.inputs import checked_batches, held_out_arrays, positive_batch_size
 
 __all__ = ["MultiExitModel"]
 
@@ -306,7 +306,7 @@ class MultiExitModel(ZooModel):
             logits, cost = self._predict_anytime(x, batch_size, budget)
         else:
             run = None
-            for batch in self._checked_batches(x, batch_size or 32):
+            for batch in self._checked_batches(x, batch_size, 32):
                 if run is None:
                     pool = int(batch.shape[0])
                     run = _ExitPipeline(
@@ -320,27 +320,20 @@ class MultiExitModel(ZooModel):
         """Every sample to the one exit the anytime rule picks for `budget`."""
         k = budget_lib.anytime_exit(self.exit_flops(), budget)
         fn = self._compiled(("anytime", k), lambda: (lambda x: self._anytime(x, k, training=False)))
-        outputs = [ops.convert_to_numpy(fn(b)) for b in self._checked_batches(x, batch_size or 32)]
+        outputs = [ops.convert_to_numpy(fn(b)) for b in self._checked_batches(x, batch_size, 32)]
         logits = np.concatenate(outputs, axis=0)
         return logits, np.full((len(logits),), float(self.path_flops(k)), dtype="float32")
 
-    def _checked_batches(self, x, batch_size):
-        """The image batches of `x` as tensors, each checked; an error if
-        there are none."""
-        empty = True
-        for batch in image_batches(x, batch_size):
-            batch = ops.convert_to_tensor(batch)
-            self._check_inputs(batch)
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError("predict got no images.")
+    def _checked_batches(self, x, batch_size, default):
+        """The image batches of `x` as checked tensors; an error if there are
+        none or `batch_size` is not a positive integer."""
+        return checked_batches(x, positive_batch_size(batch_size, default), self._check_inputs)
 
     def predict_all_exits(self, x, batch_size=None):
         """Every exit's logits for every sample, as a NumPy array `(K, N, C)`."""
         fn = self._compiled(("all",), lambda: (lambda x: self._all_exits(x, training=False)))
         outputs = []
-        for batch in self._checked_batches(x, batch_size or 64):
+        for batch in self._checked_batches(x, batch_size, 64):
             outputs.append(np.stack([ops.convert_to_numpy(o) for o in fn(batch)]))
         return np.concatenate(outputs, axis=1)
 
