@@ -160,13 +160,13 @@ def load_weights(model, weights, family):
         convert.load_authors_checkpoint(model, path, kind=family)
         return
     if path.endswith(".h5"):
+        mismatch = _check_h5_fits(model, path)
+        if mismatch:
+            raise ValueError(f"The weights in {path!r} do not fit this {family} configuration: {mismatch}")
         try:
-            _check_h5_fits(model, path)
             model.load_weights(path)
         except Exception as error:
-            raise ValueError(
-                f"The weights in {path!r} do not fit this {family} configuration: {error}"
-            ) from error
+            raise ValueError(f"Could not load {path!r} into this {family} model: {error}") from error
         return
     raise ValueError(
         f"Unrecognized checkpoint {path!r}: expected .weights.h5 (Keras) or .pth/.pth.tar "
@@ -175,28 +175,40 @@ def load_weights(model, weights, family):
 
 
 def _check_h5_fits(model, path):
-    """Refuse a Keras weights file whose tensors differ from the model's,
-    naming those of each side that the other lacks (by shape)."""
+    """How a Keras weights file's tensors differ from the model's (naming
+    those of each side that the other lacks, by shape), or None if they fit.
+
+    Raises:
+        ValueError: if the file cannot be read as a Keras weights file
+            (corrupted, truncated, or another kind of file).
+    """
     import h5py
 
     found = []
-    with h5py.File(path, "r") as f:
-        if "layers" not in f and "vars" not in f:
-            raise ValueError("not a Keras .weights.h5 file")
+    try:
+        with h5py.File(path, "r") as f:
+            if "layers" not in f and "vars" not in f:
+                raise ValueError("it holds no Keras weights")
 
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset) and not name.startswith("optimizer"):
-                found.append((name, tuple(obj.shape)))
+            def visit(name, obj):
+                if isinstance(obj, h5py.Dataset) and not name.startswith("optimizer"):
+                    found.append((name, tuple(obj.shape)))
 
-        f.visititems(visit)
+            f.visititems(visit)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"{path!r} is not a readable Keras .weights.h5 file (corrupted, truncated or "
+            f"another kind of file): {error}"
+        ) from error
     ours = [(v.path, tuple(int(d) for d in v.shape)) for v in model.weights]
     file_only = _unmatched(found, ours)
     model_only = _unmatched(ours, found)
-    if file_only or model_only:
-        raise ValueError(
-            f"the file holds {len(found)} tensors, the model {len(ours)}; "
-            f"only in the file: {_listed(file_only)}; only in the model: {_listed(model_only)}"
-        )
+    if not (file_only or model_only):
+        return None
+    return (
+        f"the file holds {len(found)} tensors, the model {len(ours)}; "
+        f"only in the file: {_listed(file_only)}; only in the model: {_listed(model_only)}"
+    )
 
 
 def _unmatched(named_shapes, others):

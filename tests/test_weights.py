@@ -47,8 +47,11 @@ def test_a_mismatched_or_corrupted_weights_file_names_the_problem(tmp_path):
         adaptive_zoo.MSDNetTiny(num_classes=7, weights=path)
     garbage = tmp_path / "garbage.weights.h5"
     garbage.write_bytes(b"not hdf5")
-    with pytest.raises(ValueError, match="do not fit"):
-        adaptive_zoo.MSDNetTiny(weights=str(garbage))
+    truncated = tmp_path / "truncated.weights.h5"
+    truncated.write_bytes(open(path, "rb").read()[:3000])  # an interrupted copy
+    for bad in (garbage, truncated):
+        with pytest.raises(ValueError, match="not a readable Keras .weights.h5 file"):
+            adaptive_zoo.MSDNetTiny(weights=str(bad))
 
 
 def test_registered_download_is_verified_and_a_bad_file_is_not_kept(tmp_path, monkeypatch):
