@@ -240,7 +240,7 @@ class MultiExitModel(ZooModel):
                 ("stage", k),
                 lambda k=k: self._stage_and_exit_fn(k),
                 gather=True,
-                variables=self._stage_variables(k),
+                variables=lambda k=k: self._stage_variables(k),
             )
             for k in range(self.num_exits)
         ]
@@ -265,9 +265,13 @@ class MultiExitModel(ZooModel):
     # Batched inference, compiled.
     # ------------------------------------------------------------------ #
     def _compiled(self, key, make_fn, gather=False, variables=None):
+        """The function `make_fn()` compiled once per `key`; `variables` is
+        None (all of the model's) or a function that lists the ones it reads,
+        called only when it is compiled (listing them costs 1.6 ms per
+        `predict` for MSDNet CIFAR's stages, 4.4 ms for RANet's)."""
         if key not in self._compiled_fns:
             self._compiled_fns[key] = fast_path.compile_inference(
-                make_fn(), self.variables if variables is None else variables, gather=gather
+                make_fn(), self.variables if variables is None else variables(), gather=gather
             )
         return self._compiled_fns[key]
 
