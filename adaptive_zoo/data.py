@@ -184,7 +184,7 @@ _TFDS_NAMES = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet": "imagen
 
 
 def load_tfds(name, split, data_dir=None, manual_dir=None, batch_size=64, image_size=None,
-              label_key="label", normalize=True, training=False, seed=None):
+              label_key="label", normalize=True, training=False, seed=None, shuffle_buffer=None):
     """A batched `tf.data` pipeline of `(images, labels)` from the user's copy.
 
     CIFAR-10/100 come from a tfds `data_dir` that already holds the prepared
@@ -213,12 +213,20 @@ def load_tfds(name, split, data_dir=None, manual_dir=None, batch_size=64, image_
             checkpoints expect); `False`: RGB in [0, 1].
         training: shuffle and augment (for a training split).
         seed: seed of the shuffling and augmentation.
+        shuffle_buffer: with `training`, how many examples the shuffle
+            draws from (default: 10 batches). A larger buffer mixes more and
+            holds that many decoded images in memory (ImageNet's at full
+            size).
 
     Returns:
         A `tf.data.Dataset` of float32 NHWC images and int labels.
     """
     if name not in _TFDS_NAMES:
         raise ValueError(f"Unknown dataset {name!r}; known: {sorted(_TFDS_NAMES)}.")
+    if shuffle_buffer is None:
+        shuffle_buffer = 10 * batch_size
+    if isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, int) or shuffle_buffer < 1:
+        raise ValueError(f"shuffle_buffer must be a positive integer, got {shuffle_buffer!r}.")
     try:
         import keras
         import tensorflow as tf
@@ -265,7 +273,7 @@ def load_tfds(name, split, data_dir=None, manual_dir=None, batch_size=64, image_
         return image, example[label_key]
 
     if training:
-        ds = ds.shuffle(10 * batch_size, seed=seed)
+        ds = ds.shuffle(shuffle_buffer, seed=seed)
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
     if normalize:  # on batches: the layer's statistics broadcast over NHWC
         norm = authors_normalization(name)

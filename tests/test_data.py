@@ -77,6 +77,21 @@ def test_tfds_training_pipeline_crops_the_zero_padded_image_and_flips():
     assert not np.allclose(np.sort(augmented, axis=None), np.sort(raw, axis=None))
 
 
+def test_tfds_training_pipeline_shuffles_within_its_buffer():
+    tfds = pytest.importorskip("tensorflow_datasets")
+
+    def labels(**kwargs):
+        with tfds.testing.mock_data(num_examples=40):
+            ds = data.load_tfds("cifar100", "train", batch_size=8, normalize=False, **kwargs)
+            return np.concatenate([np.asarray(y) for _, y in ds])
+
+    in_order = labels()
+    assert not np.array_equal(labels(training=True, seed=1), in_order)
+    np.testing.assert_array_equal(labels(training=True, seed=1, shuffle_buffer=1), in_order)
+    with pytest.raises(ValueError, match="shuffle_buffer"):
+        data.load_tfds("cifar100", "train", training=True, shuffle_buffer=0)
+
+
 def test_imagenet_pipeline_keeps_the_central_crop():
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=3):
