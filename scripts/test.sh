@@ -8,7 +8,7 @@ status=0
 summary=""
 for backend in tensorflow jax torch; do
   echo "=== KERAS_BACKEND=$backend"
-  KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -p no:warnings -p no:cacheprovider tests "$@"
+  KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -p no:warnings -p no:cacheprovider --durations=15 tests "$@"
   rc=$?
   summary="$summary\n$backend: pytest exit $rc"
   [ $rc -eq 0 ] || status=1
