@@ -15,6 +15,7 @@ rounds, each of which times every budget in turn):
     KERAS_BACKEND=jax python examples/benchmark.py
     KERAS_BACKEND=torch python examples/benchmark.py --model cifar_anytime --repeats 10
     KERAS_BACKEND=tensorflow python examples/benchmark.py --stage-batches 64,4,1
+    KERAS_BACKEND=torch python examples/benchmark.py --model ranet_cifar_anytime
 
 It also prints how many samples leave at each exit per budget, and with
 `--stage-batches` the time of each compiled stage (with its exit) alone at
@@ -41,6 +42,7 @@ MODELS = {
     "cifar_anytime": lambda: adaptive_zoo.MSDNetCIFARAnytime(num_classes=100),
     "cifar_budgeted": lambda: adaptive_zoo.MSDNetCIFARBudgeted(num_classes=100),
     "imagenet_step4": lambda: adaptive_zoo.MSDNetImageNet(step=4),
+    "ranet_cifar_anytime": lambda: adaptive_zoo.RANetCIFARAnytime(num_classes=100),
     "tiny": lambda: adaptive_zoo.MSDNetTiny(),
 }
 
