@@ -14,11 +14,14 @@ For the gated sub-blocks of DMNN, `compile_accumulating` compiles "add this
 sub-block's output onto these rows" as one piece (on JAX: gather, sub-block
 and scatter-add in one program).
 
-Plus three backend-native primitives where `keras.ops` measured slow:
+Plus backend-native primitives where `keras.ops` measured slow:
 `scatter_add_rows` (the scatter-add of the gated sub-blocks' results), on
-TensorFlow `take_rows` (an eager gather of rows) and `conv2d` (the inference
+TensorFlow `take_rows` (an eager gather of rows), `conv2d` (the inference
 convolution: on PyTorch without layout copies, on JAX's CPU backend 1x1
-convolutions as matrix products).
+convolutions as matrix products), `resize_bilinear_aligned` (TensorFlow's and
+PyTorch's own corner-aligned resize) and `concatenate_channels` (on PyTorch
+in inference, into one preallocated output). The gathering functions skip
+the gather when every row stays, in order.
 
 Everything else in the package uses `keras.ops`. Outside any backend,
 `tune_cpu_allocator` is an opt-in setting of glibc's `malloc` for CPU
@@ -89,9 +92,21 @@ def gathering(fn):
     """
 
     def run(indices, *tensors):
+        if _every_row(indices, tensors):
+            return fn(*tensors)
         return fn(*[take_rows(t, indices) for t in tensors])
 
     return run
+
+
+def _every_row(indices, tensors):
+    """Whether NumPy `indices` select every row of `tensors` in order (no
+    sample has left): then a gather would only copy the tensors, which the
+    gathering functions skip. False for tensor indices (inside a graph)."""
+    if not isinstance(indices, np.ndarray) or not tensors:
+        return False
+    n = tensors[0].shape[0]
+    return indices.shape[0] == n and np.array_equal(indices, np.arange(n))
 
 
 def compile_inference(fn, variables, bucket=None, gather=False):
@@ -121,7 +136,11 @@ def compile_inference(fn, variables, bucket=None, gather=False):
         return _jax_bucketed(fn, list(variables), bucket or bucket_size, gather)
     inner = gathering(fn) if gather else fn
     if backend == "tensorflow":
-        return _tf_any_batch(inner)
+        if not gather:
+            return _tf_any_batch(fn)
+        some_rows, every_row = _tf_any_batch(inner), _tf_any_batch(fn)
+        return lambda indices, *tensors: (
+            every_row(*tensors) if _every_row(indices, tensors) else some_rows(indices, *tensors))
     if backend == "torch":
         import torch
 
@@ -295,8 +314,11 @@ def _jax_bucketed(fn, variables, bucket=bucket_size, gather=False):
             indices, tensors = np.asarray(args[0], "int32"), args[1:]
             n = indices.shape[0]
             size = bucket(n)
+            every = size == n and _every_row(indices, tensors)
             indices = np.pad(indices, (0, size - n))
-            if on_host:  # CPU buffers: NumPy reads them in place
+            if every:  # no gather: it would only copy
+                args = tensors
+            elif on_host:  # CPU buffers: NumPy reads them in place
                 args = [np.asarray(t)[indices] for t in tensors]
             else:
                 args = [jnp.take(t, indices, axis=0) for t in tensors]
@@ -424,6 +446,71 @@ def conv2d(inputs, kernel, bias, strides=1, padding=0, depthwise=False):
     if depthwise:
         return ops.depthwise_conv(inputs, kernel, strides=strides, padding=mode) + bias
     return ops.conv(inputs, kernel, strides=strides, padding=mode) + bias
+
+
+def concatenate_channels(parts):
+    """`keras.ops.concatenate(parts, axis=-1)` of NHWC tensors.
+
+    On PyTorch in inference (gradients off), the output is allocated once
+    and each part copied into its channel slice: `torch.cat` along the last
+    axis of channels-last tensors with few channels per part measured 1.4-6x
+    slower than a copy of the same data (a one-off microbenchmark, not in the
+    repo). Elsewhere `keras.ops.concatenate`.
+
+    Args:
+        parts: tensors `(batch, H, W, C_i)`.
+
+    Returns:
+        `(batch, H, W, sum C_i)`.
+    """
+    if keras.backend.backend() == "torch":
+        import torch
+
+        if not torch.is_grad_enabled() and all(isinstance(p, torch.Tensor) for p in parts):
+            first = parts[0]
+            out = torch.empty(first.shape[:-1] + (sum(p.shape[-1] for p in parts),),
+                              dtype=first.dtype, device=first.device)
+            start = 0
+            for p in parts:
+                out[..., start:start + p.shape[-1]] = p
+                start += p.shape[-1]
+            return out
+    return ops.concatenate(parts, axis=-1)
+
+
+def resize_bilinear_aligned(images, size):
+    """Each backend's native bilinear resize with corner alignment, or None
+    where there is none (JAX): then `layers.resize_bilinear_aligned` applies
+    its interpolation matrices with `keras.ops.einsum`.
+
+    PyTorch: `F.interpolate(..., mode="bilinear", align_corners=True)` on a
+    channels-last view (what the RANet authors call); TensorFlow:
+    `ResizeBilinear` with `align_corners=True`. With both, RANet's stage 5
+    (CIFAR anytime, the first with 32x32 fusion blocks) went from 209-246 to
+    161-180 ms per batch of 64 on both backends (`examples/benchmark.py
+    --model ranet_cifar_anytime --stage-batches 64`, two alternating rounds).
+
+    Args:
+        images: `(batch, H, W, C)` float tensor.
+        size: `(H_out, W_out)`.
+
+    Returns:
+        `(batch, H_out, W_out, C)`, or None.
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch.nn.functional as F
+
+        y = F.interpolate(images.permute(0, 3, 1, 2), size=tuple(size), mode="bilinear",
+                          align_corners=True)
+        return y.permute(0, 2, 3, 1)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        y = tf.raw_ops.ResizeBilinear(images=images, size=tuple(size), align_corners=True,
+                                      half_pixel_centers=False)
+        return tf.cast(y, images.dtype)  # the op computes in float32
+    return None
 
 
 def _pointwise_as_matmul(kernel, strides, depthwise):

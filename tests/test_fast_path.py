@@ -51,6 +51,20 @@ def test_gathering_runs_only_on_the_selected_rows():
     assert 20 not in seen
 
 
+def test_gathering_every_row_in_order_skips_the_copy_but_not_a_reordering():
+    layer = keras.layers.Dense(3)
+    layer.build((None, 4))
+    fn_compiled = fast_path.compile_inference(lambda x: layer(x), layer.variables, gather=True)
+    x = np.random.default_rng(4).random((8, 4), dtype=np.float32)
+    expected = keras.ops.convert_to_numpy(layer(x))
+    assert fast_path._every_row(np.arange(8, dtype="int32"), [x])
+    for rows in (np.arange(8), np.arange(8)[::-1], np.asarray([0, 1, 2, 3, 4, 5, 7, 6])):
+        assert fast_path._every_row(rows.astype("int32"), [x]) == (rows == np.arange(8)).all()
+        for run in (fn_compiled, fast_path.gathering(layer)):
+            out = keras.ops.convert_to_numpy(run(rows.astype("int32"), keras.ops.convert_to_tensor(x)))
+            np.testing.assert_allclose(out, expected[rows], atol=1e-6)
+
+
 def test_take_rows_gathers_the_given_rows_in_order():
     x = np.arange(5 * 2 * 3, dtype="float32").reshape(5, 2, 3)
     rows = np.array([4, 0, 2, 2], dtype="int32")
@@ -97,6 +111,32 @@ def test_conv2d_pads_like_pytorch_and_adds_the_bias():
         out = fast_path.conv2d(*(keras.ops.convert_to_tensor(a) for a in (x, kernel, bias)),
                                strides=strides, padding=padding)
         np.testing.assert_allclose(keras.ops.convert_to_numpy(out), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_concatenate_channels_equals_keras_concatenate():
+    rng = np.random.default_rng(3)
+    parts = [keras.ops.convert_to_tensor(rng.normal(size=(2, 3, 4, c)).astype("float32"))
+             for c in (5, 1, 2)]
+    expected = np.concatenate([keras.ops.convert_to_numpy(p) for p in parts], axis=-1)
+    outputs = [fast_path.concatenate_channels(parts)]
+    if keras.backend.backend() == "torch":  # the preallocated path runs without gradients
+        import torch
+
+        with torch.no_grad():
+            outputs.append(fast_path.concatenate_channels(parts))
+    for out in outputs:
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(out), expected)
+
+
+def test_native_resize_keeps_the_dtype():
+    x = keras.ops.ones((1, 3, 3, 2), dtype="bfloat16")
+    out = fast_path.resize_bilinear_aligned(x, (5, 4))
+    if keras.backend.backend() == "jax":
+        assert out is None  # the einsum of layers.resize_bilinear_aligned runs there
+        return
+    assert tuple(out.shape) == (1, 5, 4, 2)
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.cast(out, "float32")), 1.0)
 
 
 def test_memoized_recomputes_after_the_weights_change():

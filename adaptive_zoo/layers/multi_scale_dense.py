@@ -14,6 +14,7 @@ import numpy as np
 from keras import ops
 
 from adaptive_zoo import cost
+from adaptive_zoo import fast_path
 from adaptive_zoo.layers.base import Layer
 from adaptive_zoo.layers.conv_bn import AuthorsInit, ConvBNAct, batch_norm
 
@@ -225,7 +226,7 @@ class MSDLayer(Layer):
             if down is not None:
                 parts.append(down(finer, training=training))
             parts.append(normal(same, training=training))
-            outputs.append(ops.concatenate(parts, axis=-1))
+            outputs.append(fast_path.concatenate_channels(parts))
         return outputs
 
     def compute_output_shape(self, input_shape):
@@ -431,6 +432,11 @@ def resize_bilinear_aligned(images, size):
     h_in, w_in = int(images.shape[1]), int(images.shape[2])
     h_out, w_out = int(size[0]), int(size[1])
     x = images
+    if (h_out, w_out) == (h_in, w_in):
+        return x
+    native = fast_path.resize_bilinear_aligned(x, (h_out, w_out))
+    if native is not None:
+        return native
     if h_out != h_in:
         rows = ops.convert_to_tensor(aligned_interpolation_matrix(h_in, h_out), dtype=x.dtype)
         x = ops.einsum("oh,bhwc->bowc", rows, x)
@@ -632,7 +638,7 @@ class RANetBlock(_RANetBlockBase):
         x = self._input(inputs)
         features = [x]
         for conv in self.convs:
-            x = ops.concatenate([x, conv(x, training=training)], axis=-1)
+            x = fast_path.concatenate_channels([x, conv(x, training=training)])
             features.append(x)
         if self.trans is not None:
             x = self.trans(x, training=training)
@@ -763,11 +769,11 @@ class RANetFusionBlock(_RANetBlockBase):
             new = own_conv(x, training=training)
             size = (new.shape[1], new.shape[2])
             up = resize_bilinear_aligned(up_conv(low_x, training=training), size)
-            x = ops.concatenate([resize_bilinear_aligned(x, size), up, new], axis=-1)
+            x = fast_path.concatenate_channels([resize_bilinear_aligned(x, size), up, new])
             features.append(x)
         size = (x.shape[1], x.shape[2])
         extra = resize_bilinear_aligned(self.last(low[-1], training=training), size)
-        x = ops.concatenate([x, extra], axis=-1)
+        x = fast_path.concatenate_channels([x, extra])
         if self.trans is not None:
             x = self.trans(x, training=training)
         return [x] + features
