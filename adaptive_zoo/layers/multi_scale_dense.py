@@ -411,10 +411,12 @@ def resize_bilinear_aligned(images, size):
     """Bilinear resizing with corner alignment, channels last.
 
     Computes what PyTorch's `F.interpolate(x, size, mode="bilinear",
-    align_corners=True)` computes, for NHWC tensors, with `keras.ops` only:
-    one interpolation matrix per spatial axis, applied by `einsum`. A size
-    that does not change is returned as is (the interpolation is the
-    identity there). Resizing counts zero FLOPs in the zoo's convention.
+    align_corners=True)` computes, for NHWC tensors: on TensorFlow and
+    PyTorch with their own op (`fast_path.resize_bilinear_aligned`, faster),
+    elsewhere with `keras.ops`: one interpolation matrix per spatial axis,
+    applied by `einsum`. A size that does not change is returned as is (the
+    interpolation is the identity there). Resizing counts zero FLOPs in the
+    zoo's convention.
 
     Args:
         images: tensor `(batch, H, W, C)` with static `H` and `W`.
