@@ -400,7 +400,8 @@ def conv2d(inputs, kernel, bias, strides=1, padding=0, depthwise=False):
     plus a per-channel bias: the inference convolution of `ConvBNAct`.
 
     On PyTorch, native `conv2d` on a channels-last view of the input, with its
-    own padding and bias: no copies. `keras.ops.conv` there copies the input
+    own padding and bias: no copies; a 1x1 stride-1 convolution of a
+    non-contiguous input (a channel slice) is a matrix product on its rows. `keras.ops.conv` there copies the input
     twice per call (to NCHW, then to channels-last memory) and pads
     separately; the seven stages of a CIFAR MSDNet took 500 ms per batch of 64
     with it and 208 ms with this. On JAX's CPU backend, a 1x1 stride-1
@@ -428,6 +429,16 @@ def conv2d(inputs, kernel, bias, strides=1, padding=0, depthwise=False):
     if keras.backend.backend() == "torch":
         import torch.nn.functional as F
 
+        if _pointwise_on_view(inputs, kernel, strides, padding, depthwise):
+            import torch
+
+            # A matrix product reads the strided rows as they are; conv2d
+            # would first copy them into a channels-last tensor (4.6 against
+            # 2.3 ms for 96 of 160 channels, 64x32x32, 1x1 to 24 channels).
+            rows = inputs.flatten(0, 2)
+            w = kernel[0, 0]
+            y = torch.mm(rows, w) if bias is None else torch.addmm(bias, rows, w)
+            return y.view(*inputs.shape[:3], w.shape[1])
         x = inputs.permute(0, 3, 1, 2)  # a channels-last NCHW view, no copy
         if depthwise:
             w, groups = kernel.permute(2, 3, 0, 1), kernel.shape[2]
@@ -511,6 +522,13 @@ def resize_bilinear_aligned(images, size):
                                       half_pixel_centers=False)
         return tf.cast(y, images.dtype)  # the op computes in float32
     return None
+
+
+def _pointwise_on_view(inputs, kernel, strides, padding, depthwise):
+    """True for a 1x1 stride-1 PyTorch convolution of a non-contiguous input,
+    such as RANet's channel prefix of a wider feature (`RANet._read`)."""
+    return (tuple(kernel.shape[:2]) == (1, 1) and strides == 1 and not padding
+            and not depthwise and not inputs.is_contiguous())
 
 
 def _pointwise_as_matmul(kernel, strides, depthwise):

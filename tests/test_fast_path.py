@@ -113,6 +113,25 @@ def test_conv2d_pads_like_pytorch_and_adds_the_bias():
         np.testing.assert_allclose(keras.ops.convert_to_numpy(out), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_conv2d_of_a_channel_slice():
+    # RANet reads a block's narrower features as the first channels of the
+    # widest (a strided view on PyTorch, where a 1x1 convolution of it is a
+    # matrix product on the view's rows).
+    rng = np.random.default_rng(4)
+    wide = keras.ops.convert_to_tensor(rng.normal(size=(2, 5, 6, 9)).astype("float32"))
+    narrow = wide[..., :5]
+    for k, strides, padding in ((1, 1, 0), (1, 2, 0), (3, 1, 1)):
+        kernel = keras.ops.convert_to_tensor(rng.normal(size=(k, k, 5, 4)).astype("float32"))
+        bias = keras.ops.convert_to_tensor(rng.normal(size=(4,)).astype("float32"))
+        expected = fast_path.conv2d(keras.ops.convert_to_tensor(keras.ops.convert_to_numpy(narrow)),
+                                    kernel, bias, strides=strides, padding=padding)
+        out = fast_path.conv2d(narrow, kernel, bias, strides=strides, padding=padding)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(out),
+                                   keras.ops.convert_to_numpy(expected), rtol=1e-5, atol=1e-5)
+    if keras.backend.backend() == "torch":
+        assert fast_path._pointwise_on_view(narrow, kernel[:1, :1], 1, 0, False)
+
+
 def test_concatenate_channels_equals_keras_concatenate():
     rng = np.random.default_rng(3)
     parts = [keras.ops.convert_to_tensor(rng.normal(size=(2, 3, 4, c)).astype("float32"))

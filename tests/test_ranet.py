@@ -194,6 +194,41 @@ def test_fusion_block_shapes_and_flops():
     assert RANetFusionBlock.from_config(config).get_config() == config
 
 
+@pytest.mark.parametrize("down", [False, True])
+def test_block_features_are_channel_prefixes(down):
+    # The early-exit state keeps only the widest of a block's features of one
+    # resolution and reads the others as its first channels
+    # (RANet._plan_kept_state): that is exact only if each feature is the first
+    # channels of the next one of the same size.
+    rng = np.random.default_rng(3)
+    low = RANetBlock(2, growth_rate=8, bn_factor=2, name="low")
+    low_out = low(rng.normal(size=(2, 4, 4, 8)).astype("float32"))
+    block = RANetFusionBlock(2, growth_rate=4, bn_factor=1, low_bn_factor=2, down=down,
+                             transition=False, name="fusion")
+    fused = block([rng.normal(size=(2, 8, 8, 6)).astype("float32")] + low_out[1:])
+    resolutions = []
+    for features in (low_out[1:], fused[1:]):
+        for narrow, wide in zip(features, features[1:]):
+            if tuple(narrow.shape[1:3]) == tuple(wide.shape[1:3]):
+                np.testing.assert_array_equal(_numpy(narrow),
+                                              _numpy(wide)[..., : narrow.shape[-1]])
+        resolutions.append(len({tuple(f.shape[1:3]) for f in features}))
+    assert resolutions == [1, 2 if down else 1]
+
+
+def test_early_exit_state_keeps_each_feature_once(cifar_model):
+    # Between stages, the published CIFAR model carried 2.5 MiB per image
+    # when every per-layer feature was kept as its own tensor; keeping one
+    # per block and resolution, 0.83 MiB. This is what the gathers and the
+    # pooled stream copy at each exit.
+    state = [np.zeros((1, 32, 32, 3), "float32")]
+    largest = 0
+    for k in range(cifar_model.num_exits):
+        state = cifar_model._stage(k, state, training=False)
+        largest = max(largest, sum(int(np.prod(t.shape)) * 4 for t in state))
+    assert largest < 1 << 20, largest
+
+
 def test_block_plan_matches_authors_rules():
     plan = ranet_block_plan(2, 2, "even", 4, [1, 2, 3, 3])
     assert [len(p) for p in plan] == [2, 4, 6, 8]
