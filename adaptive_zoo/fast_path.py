@@ -400,10 +400,10 @@ def conv2d(inputs, kernel, bias, strides=1, padding=0, depthwise=False):
     plus a per-channel bias: the inference convolution of `ConvBNAct`.
 
     On PyTorch, native `conv2d` on a channels-last view of the input, with its
-    own padding and bias: no copies; a 1x1 stride-1 convolution of a
-    non-contiguous input (a channel slice) is a matrix product on its rows. `keras.ops.conv` there copies the input
-    twice per call (to NCHW, then to channels-last memory) and pads
-    separately; the seven stages of a CIFAR MSDNet took 500 ms per batch of 64
+    own padding and bias: no copies (a 1x1 stride-1 convolution of a
+    non-contiguous input, a channel slice, is a matrix product on its rows).
+    `keras.ops.conv` there copies the input twice per call (to NCHW, then to
+    channels-last memory) and pads separately; the seven stages of a CIFAR MSDNet took 500 ms per batch of 64
     with it and 208 ms with this. On JAX's CPU backend, a 1x1 stride-1
     convolution is a matrix product over the channels (`ops.matmul`): XLA's
     CPU convolution measured about twice as slow for the narrow 1x1
