@@ -15,6 +15,8 @@ import os
 
 import numpy as np
 
+from adaptive_zoo.models.inputs import positive_integer
+
 __all__ = [
     "AUTHORS_NORMALIZATION",
     "authors_normalization",
@@ -223,10 +225,9 @@ def load_tfds(name, split, data_dir=None, manual_dir=None, batch_size=64, image_
     """
     if name not in _TFDS_NAMES:
         raise ValueError(f"Unknown dataset {name!r}; known: {sorted(_TFDS_NAMES)}.")
-    if shuffle_buffer is None:
-        shuffle_buffer = 10 * batch_size
-    if isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, int) or shuffle_buffer < 1:
-        raise ValueError(f"shuffle_buffer must be a positive integer, got {shuffle_buffer!r}.")
+    batch_size = positive_integer(batch_size, "batch_size")
+    shuffle_buffer = (10 * batch_size if shuffle_buffer is None
+                      else positive_integer(shuffle_buffer, "shuffle_buffer"))
     try:
         import keras
         import tensorflow as tf

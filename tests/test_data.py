@@ -88,8 +88,12 @@ def test_tfds_training_pipeline_shuffles_within_its_buffer():
     in_order = labels()
     assert not np.array_equal(labels(training=True, seed=1), in_order)
     np.testing.assert_array_equal(labels(training=True, seed=1, shuffle_buffer=1), in_order)
-    with pytest.raises(ValueError, match="shuffle_buffer"):
+    np.testing.assert_array_equal(labels(training=True, seed=1, shuffle_buffer=np.int64(1)),
+                                  in_order)
+    with pytest.raises(ValueError, match="shuffle_buffer must be a positive integer"):
         data.load_tfds("cifar100", "train", training=True, shuffle_buffer=0)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        data.load_tfds("cifar100", "train", batch_size=0)
 
 
 def test_imagenet_pipeline_keeps_the_central_crop():

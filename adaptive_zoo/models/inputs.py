@@ -9,6 +9,7 @@ __all__ = [
     "held_out_arrays",
     "image_batches",
     "positive_batch_size",
+    "positive_integer",
 ]
 
 
@@ -36,16 +37,18 @@ def check_image_batch(name, image_shape, inputs):
             )
 
 
+def positive_integer(value, name):
+    """`value` as an `int`; a `ValueError` naming the argument `name` unless
+    it is a positive integer (Python's or NumPy's; not a bool)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
 def positive_batch_size(batch_size, default):
     """`batch_size`, or `default` where it is None; a `ValueError` unless it
     is a positive integer."""
-    if batch_size is None:
-        return default
-    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
-    return int(batch_size)
+    return default if batch_size is None else positive_integer(batch_size, "batch_size")
 
 
 def checked_batches(x, batch_size, check):
