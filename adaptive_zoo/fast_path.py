@@ -41,8 +41,10 @@ __all__ = [
     "compile_accumulating",
     "compile_dynamic",
     "compile_inference",
+    "concatenated_rows",
     "conv2d",
     "gathering",
+    "is_every_row",
     "is_traced",
     "may_call_directly",
     "memoized",
@@ -92,14 +94,14 @@ def gathering(fn):
     """
 
     def run(indices, *tensors):
-        if _every_row(indices, tensors):
+        if is_every_row(indices, tensors):
             return fn(*tensors)
         return fn(*[take_rows(t, indices) for t in tensors])
 
     return run
 
 
-def _every_row(indices, tensors):
+def is_every_row(indices, tensors):
     """Whether NumPy `indices` select every row of `tensors` in order (no
     sample has left): then a gather would only copy the tensors, which the
     gathering functions skip. False for tensor indices (inside a graph)."""
@@ -140,7 +142,7 @@ def compile_inference(fn, variables, bucket=None, gather=False):
             return _tf_any_batch(fn)
         some_rows, every_row = _tf_any_batch(inner), _tf_any_batch(fn)
         return lambda indices, *tensors: (
-            every_row(*tensors) if _every_row(indices, tensors) else some_rows(indices, *tensors))
+            every_row(*tensors) if is_every_row(indices, tensors) else some_rows(indices, *tensors))
     if backend == "torch":
         import torch
 
@@ -314,7 +316,7 @@ def _jax_bucketed(fn, variables, bucket=bucket_size, gather=False):
             indices, tensors = np.asarray(args[0], "int32"), args[1:]
             n = indices.shape[0]
             size = bucket(n)
-            every = size == n and _every_row(indices, tensors)
+            every = size == n and is_every_row(indices, tensors)
             indices = np.pad(indices, (0, size - n))
             if every:  # no gather: it would only copy
                 args = tensors
@@ -363,6 +365,48 @@ def take_rows(x, indices):
 
         return tf.gather(x, indices, axis=0)
     return ops.take(x, indices, axis=0)
+
+
+def concatenated_rows(parts):
+    """`concatenate([x[rows] for x, rows in parts])` along the batch axis:
+    the samples of several batches pooled for one stage call.
+
+    On PyTorch and for NumPy arrays each part's rows are gathered straight
+    into one preallocated output: one copy instead of a gather and then a
+    concatenation. Elsewhere `take_rows` (skipped for a part whose rows are
+    all of it, in order), then `keras.ops.concatenate`.
+
+    Args:
+        parts: `(x, rows)` pairs: tensors (or NumPy arrays) with the same
+            trailing shape, and int row indices of each, in `[0, len(x))`.
+
+    Returns:
+        `(sum of len(rows),) + x.shape[1:]`.
+    """
+    first = parts[0][0]
+    total = sum(len(rows) for _, rows in parts)
+    if isinstance(first, np.ndarray):
+        out = np.empty((total,) + first.shape[1:], first.dtype)
+        start = 0
+        for x, rows in parts:
+            # "clip" (the rows are in range) writes into `out` unbuffered.
+            np.take(x, rows, axis=0, out=out[start:start + len(rows)], mode="clip")
+            start += len(rows)
+        return out
+    if keras.backend.backend() == "torch":
+        import torch
+
+        with torch.no_grad():
+            out = first.new_empty((total,) + tuple(first.shape[1:]))
+            start = 0
+            for x, rows in parts:
+                index = torch.as_tensor(np.asarray(rows), dtype=torch.long, device=x.device)
+                torch.index_select(x, 0, index, out=out[start:start + len(rows)])
+                start += len(rows)
+        return out
+    gathered = [x if is_every_row(np.asarray(rows), [x]) else take_rows(x, np.asarray(rows, "int32"))
+                for x, rows in parts]
+    return ops.concatenate(gathered, axis=0)
 
 
 def scatter_add_rows(target, indices, updates):

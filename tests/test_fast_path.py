@@ -57,9 +57,9 @@ def test_gathering_every_row_in_order_skips_the_copy_but_not_a_reordering():
     fn_compiled = fast_path.compile_inference(lambda x: layer(x), layer.variables, gather=True)
     x = np.random.default_rng(4).random((8, 4), dtype=np.float32)
     expected = keras.ops.convert_to_numpy(layer(x))
-    assert fast_path._every_row(np.arange(8, dtype="int32"), [x])
+    assert fast_path.is_every_row(np.arange(8, dtype="int32"), [x])
     for rows in (np.arange(8), np.arange(8)[::-1], np.asarray([0, 1, 2, 3, 4, 5, 7, 6])):
-        assert fast_path._every_row(rows.astype("int32"), [x]) == (rows == np.arange(8)).all()
+        assert fast_path.is_every_row(rows.astype("int32"), [x]) == (rows == np.arange(8)).all()
         for run in (fn_compiled, fast_path.gathering(layer)):
             out = keras.ops.convert_to_numpy(run(rows.astype("int32"), keras.ops.convert_to_tensor(x)))
             np.testing.assert_allclose(out, expected[rows], atol=1e-6)
@@ -70,6 +70,18 @@ def test_take_rows_gathers_the_given_rows_in_order():
     rows = np.array([4, 0, 2, 2], dtype="int32")
     taken = fast_path.take_rows(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(rows))
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(taken), x[rows])
+
+
+def test_concatenated_rows_pools_rows_of_several_batches_in_order():
+    rng = np.random.default_rng(5)
+    a = rng.random((5, 2, 3), dtype=np.float32)
+    b = rng.random((4, 2, 3), dtype=np.float32)
+    for rows_a, rows_b in ((np.array([4, 1, 1]), np.array([0, 3])), (np.arange(5), np.arange(4))):
+        expected = np.concatenate([a[rows_a], b[rows_b]])
+        for convert in (np.asarray, keras.ops.convert_to_tensor):  # JAX's CPU stages hold NumPy
+            out = fast_path.concatenated_rows([(convert(a), rows_a), (convert(b), rows_b)])
+            assert isinstance(out, np.ndarray) == (convert is np.asarray)
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(out), expected)
 
 
 def test_compiled_accumulation_adds_onto_the_selected_rows_only():

@@ -166,13 +166,16 @@ def test_exited_samples_are_not_computed_further(tiny):
         tiny._stage = original
 
 
-def test_predict_pools_the_survivors_of_consecutive_batches(tiny):
+@pytest.mark.parametrize("leaving", [0.75, 0.25])
+def test_predict_pools_the_survivors_of_consecutive_batches(tiny, leaving):
     """predict runs a late stage once a batch's worth of survivors has
-    gathered, not once per batch; every sample still gets its own exit."""
+    gathered, not once per batch; every sample still gets its own exit.
+    (A quarter staying: each batch's survivors are gathered out as they
+    wait; three quarters: they wait in their batch's state.)"""
     x = images(64, seed=4)
     dense = np.stack([keras.ops.convert_to_numpy(o) for o in tiny(x, exits="all")])
     confidence = keras.ops.convert_to_numpy(keras.ops.softmax(dense, axis=-1)).max(-1)
-    thresholds = [float(np.quantile(confidence[0], 0.75))] + [2.0] * (tiny.num_exits - 1)
+    thresholds = [float(np.quantile(confidence[0], leaving))] + [2.0] * (tiny.num_exits - 1)
     chosen = np.where(confidence[0] >= thresholds[0], 0, tiny.num_exits - 1)
     survivors = int((chosen > 0).sum())
     sizes = {k: [] for k in range(tiny.num_exits)}
@@ -193,12 +196,29 @@ def test_predict_pools_the_survivors_of_consecutive_batches(tiny):
     np.testing.assert_allclose(cost, np.asarray(tiny.exit_flops())[chosen], rtol=1e-6)
     assert sizes[0] == [16, 16, 16, 16]
     for k in range(1, tiny.num_exits):
-        # About a quarter of each batch stays: later stages run on the pooled
-        # survivors, each sample once, in fewer calls than batches, a batch's
-        # worth per call until the data ends.
+        # Later stages run on the pooled survivors, each sample once, in
+        # fewer calls than batches, a batch's worth per call until the data
+        # ends.
         assert sum(sizes[k]) == survivors
         assert len(sizes[k]) < 4
         assert all(n == 16 for n in sizes[k][:-1])
+
+
+def test_waiting_samples_are_copied_only_when_a_stage_takes_them():
+    waiting = multi_exit._Waiting()
+    a = np.arange(16, dtype="float32").reshape(8, 2)
+    b = 100 + a
+    waiting.add([a], np.array([0, 2, 3, 5, 6, 7]), np.arange(6))  # most rows wait: kept as is
+    waiting.add([b], np.array([1, 4]), np.arange(6, 8))  # a few wait: gathered out at once
+    assert waiting.parts[0][0][0] is a and waiting.parts[1][0][0].shape == (2, 2)
+    state, rows, positions = waiting.take(4)  # rows of one part: its state, not a copy
+    assert state[0] is a and rows.tolist() == [0, 2, 3, 5] and positions.tolist() == [0, 1, 2, 3]
+    state, rows, positions = waiting.take(3)  # rows of two parts: one new state
+    np.testing.assert_array_equal(np.asarray(state[0])[rows], np.concatenate([a[[6, 7]], b[[1]]]))
+    assert positions.tolist() == [4, 5, 6] and len(waiting) == 1
+    state, rows, positions = waiting.take()
+    np.testing.assert_array_equal(np.asarray(state[0])[rows], b[[4]])
+    assert positions.tolist() == [7] and len(waiting) == 0
 
 
 @pytest.mark.parametrize(

@@ -415,12 +415,15 @@ class MultiExitModel(ZooModel):
 class _Waiting:
     """Samples waiting for one stage, and the state they carry.
 
-    Held as `(state, rows)` parts: the rows of `state` (a list of tensors)
-    that wait, `None` for all of them. A lone part stays as it came, so that
-    a stage fed by one batch gathers its rows inside the compiled stage.
-    Once a second part arrives, each part's waiting rows are gathered out
-    (so exited rows are not kept alive), and `take` concatenates them once,
-    however many batches there were.
+    Held as `(state, rows)` parts, one per stage call that queued samples:
+    the rows of `state` (a list of tensors) that wait. A part keeps its whole
+    state until its rows are taken, unless fewer than half of the state's
+    rows wait: then those are gathered out at once (so that the state of
+    samples that left is not kept alive for a few that stay). `take` copies
+    only the rows it hands out: rows of one part are passed with their
+    state (the compiled stage gathers them, or skips the gather if they are
+    all of it); rows of several parts are gathered into one new state
+    (`fast_path.concatenated_rows`).
     """
 
     def __init__(self):
@@ -433,43 +436,41 @@ class _Waiting:
     def add(self, state, rows, positions):
         """Queue the `rows` of `state` (`None`: all rows), whose outputs go
         to `positions`."""
-        self.parts.append((list(state), rows))
-        self.positions.append(positions)
-        if len(self.parts) > 1:
-            self.parts = [(_gather(s, r), None) for s, r in self.parts]
+        state = list(state)
+        size = int(state[0].shape[0])
+        rows = np.arange(size) if rows is None else np.asarray(rows)
+        if 2 * len(rows) < size:
+            state = [fast_path.take_rows(t, rows.astype("int32")) for t in state]
+            rows = np.arange(len(rows))
+        self.parts.append((state, rows))
+        self.positions.append(np.asarray(positions))
 
     def take(self, limit=None):
         """`(state, rows, positions)` for one stage call on the first `limit`
         waiting samples (`None`: all): `rows` index `state`, `positions` are
-        the output slots. The rest keep waiting, as rows of the same state."""
-        positions = np.concatenate(self.positions)
-        if len(self.parts) == 1:
-            state, rows = self.parts[0]
-        else:
-            state = [_concatenate(parts) for parts in zip(*(s for s, _ in self.parts))]
-            rows = None
-        if rows is None:
-            rows = np.arange(len(positions))
-        if limit is None or len(positions) <= limit:
-            self.parts, self.positions = [], []
+        the output slots. The rest keep waiting."""
+        wanted = len(self) if limit is None else min(int(limit), len(self))
+        taken, positions = [], []
+        while wanted:
+            (state, rows), where = self.parts[0], self.positions[0]
+            n = min(wanted, len(rows))
+            taken.append((state, rows[:n]))
+            positions.append(where[:n])
+            if n == len(rows):
+                self.parts.pop(0)
+                self.positions.pop(0)
+            else:
+                self.parts[0], self.positions[0] = (state, rows[n:]), where[n:]
+            wanted -= n
+        positions = np.concatenate(positions)
+        if len(taken) == 1:
+            state, rows = taken[0]
             return state, rows, positions
-        self.parts, self.positions = [(state, rows[limit:])], [positions[limit:]]
-        return state, rows[:limit], positions[:limit]
-
-
-def _gather(state, rows):
-    """The given rows (`None`: all) of each tensor of `state`."""
-    if rows is None:
-        return list(state)
-    rows = np.asarray(rows, "int32")
-    return [fast_path.take_rows(t, rows) for t in state]
-
-
-def _concatenate(parts):
-    """Tensors (or NumPy arrays, as the JAX CPU stages return) end to end."""
-    if isinstance(parts[0], np.ndarray):
-        return np.concatenate(parts, axis=0)
-    return ops.concatenate(parts, axis=0)
+        state = [
+            fast_path.concatenated_rows([(state[i], rows) for state, rows in taken])
+            for i in range(len(taken[0][0]))
+        ]
+        return state, np.arange(len(positions)), positions
 
 
 class _ExitPipeline:
