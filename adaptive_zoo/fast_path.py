@@ -404,8 +404,10 @@ def concatenated_rows(parts):
                 torch.index_select(x, 0, index, out=out[start:start + len(rows)])
                 start += len(rows)
         return out
-    gathered = [x if is_every_row(np.asarray(rows), [x]) else take_rows(x, np.asarray(rows, "int32"))
-                for x, rows in parts]
+    gathered = [
+        x if is_every_row(np.asarray(rows), [x]) else take_rows(x, np.asarray(rows, "int32"))
+        for x, rows in parts
+    ]
     return ops.concatenate(gathered, axis=0)
 
 
@@ -447,9 +449,10 @@ def conv2d(inputs, kernel, bias, strides=1, padding=0, depthwise=False):
     own padding and bias: no copies (a 1x1 stride-1 convolution of a
     non-contiguous input, a channel slice, is a matrix product on its rows).
     `keras.ops.conv` there copies the input twice per call (to NCHW, then to
-    channels-last memory) and pads separately; the seven stages of a CIFAR MSDNet took 500 ms per batch of 64
-    with it and 208 ms with this. On JAX's CPU backend, a 1x1 stride-1
-    convolution is a matrix product over the channels (`ops.matmul`): XLA's
+    channels-last memory) and pads separately; the seven stages of a CIFAR
+    MSDNet took 500 ms per batch of 64 with it and 208 ms with this. On JAX's
+    CPU backend, a 1x1 stride-1 convolution is a matrix product over the
+    channels (`ops.matmul`): XLA's
     CPU convolution measured about twice as slow for the narrow 1x1
     bottlenecks of MSDNet (e.g. 34 -> 6 channels at 32x32, batch 64: 3.3 ms
     against 1.3 ms), and the seven stages of a CIFAR MSDNet went from about
