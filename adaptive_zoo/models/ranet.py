@@ -276,7 +276,7 @@ class RANet(MultiExitModel):
             live_keys.append(tuple(live))
         self._live = tuple(live_keys)
 
-    def _plan_kept_state(self, op_inputs):
+    def _plan_kept_state(self, shapes):
         """What the state between stages holds: `_live`, with each block's
         per-layer features of one resolution kept as the last of them.
 
@@ -287,17 +287,17 @@ class RANet(MultiExitModel):
         pooled stream copy at each exit (RANet CIFAR anytime's largest, at
         batch 64: 163 -> 53 MiB). Sets `_prefix_of` (feature key -> (key of
         the tensor kept, channels)) and `_kept` (the keys kept after each
-        stage).
+        stage), from `shapes` (of every key, `_shape_pass`).
         """
         prefix_of = {}
         for ii, flow in enumerate(self.flows):
             for b, block in enumerate(flow):
                 keys = self._block_writes(ii, b, block.num_layers)[1:]
-                shapes = block.compute_output_shape(op_inputs[(ii, b)])[1:]
                 for j in reversed(range(len(keys))):
-                    wider = j + 1 < len(keys) and tuple(shapes[j][1:3]) == tuple(shapes[j + 1][1:3])
+                    size = tuple(shapes[keys[j]][1:3])
+                    wider = j + 1 < len(keys) and size == tuple(shapes[keys[j + 1]][1:3])
                     holder = prefix_of[keys[j + 1]][0] if wider else keys[j]
-                    prefix_of[keys[j]] = (holder, int(shapes[j][3]))
+                    prefix_of[keys[j]] = (holder, int(shapes[keys[j]][3]))
         self._prefix_of = prefix_of
         self._kept = tuple(
             tuple(dict.fromkeys(prefix_of.get(key, (key,))[0] for key in live))
@@ -357,7 +357,8 @@ class RANet(MultiExitModel):
     # Shapes, building and cost.
     # ------------------------------------------------------------------ #
     def _shape_pass(self):
-        """Input shape of every op and of every head, in execution order."""
+        """Input shape of every op and of every head, in execution order, and
+        the shape of every state key."""
         shapes = {_IMAGE: (None,) + self.image_shape}
         op_inputs, head_inputs = {}, []
         shapes.update(zip([("base", i) for i in range(len(self.flows))],
@@ -378,11 +379,11 @@ class RANet(MultiExitModel):
                 shapes.update(zip(self._block_writes(ii, b, block.num_layers), outputs))
                 if (ii, b) in self._exit_blocks:
                     head_inputs.append(shapes[("x", ii)])
-        return op_inputs, head_inputs
+        return op_inputs, head_inputs, shapes
 
     def _build_all(self):
-        op_inputs, head_inputs = self._shape_pass()
-        self._plan_kept_state(op_inputs)
+        op_inputs, head_inputs, shapes = self._shape_pass()
+        self._plan_kept_state(shapes)
         self.stem.build((None,) + self.image_shape)
         for ii, flow in enumerate(self.flows):
             for b, block in enumerate(flow):
@@ -396,7 +397,7 @@ class RANet(MultiExitModel):
             self._build_all()
 
     def _stage_flops(self):
-        op_inputs, _ = self._shape_pass()
+        op_inputs, _, _ = self._shape_pass()
         result = []
         for stage in self._stages:
             total = 0
@@ -410,7 +411,7 @@ class RANet(MultiExitModel):
         return result
 
     def _exit_own_flops(self):
-        _, head_inputs = self._shape_pass()
+        _, head_inputs, _ = self._shape_pass()
         return [head.flops([shape]) for head, shape in zip(self.heads, head_inputs)]
 
     def _family_config(self):
