@@ -452,10 +452,9 @@ def conv2d(inputs, kernel, bias, strides=1, padding=0, depthwise=False):
     channels-last memory) and pads separately; the seven stages of a CIFAR
     MSDNet took 500 ms per batch of 64 with it and 208 ms with this. On JAX's
     CPU backend, a 1x1 stride-1 convolution is a matrix product over the
-    channels (`ops.matmul`): XLA's
-    CPU convolution measured about twice as slow for the narrow 1x1
-    bottlenecks of MSDNet (e.g. 34 -> 6 channels at 32x32, batch 64: 3.3 ms
-    against 1.3 ms), and the seven stages of a CIFAR MSDNet went from about
+    channels (`ops.matmul`): XLA's CPU convolution measured about twice as
+    slow for the narrow 1x1 bottlenecks of MSDNet (e.g. 34 -> 6 channels
+    at 32x32, batch 64: 3.3 ms against 1.3 ms), and the seven stages of a CIFAR MSDNet went from about
     300 to 190-225 ms per batch of 64. Elsewhere `keras.ops` (a native
     TensorFlow version measured no faster; TensorFlow and PyTorch measured no
     gain from the matrix product), with `"same"` padding at stride 1 (equal
