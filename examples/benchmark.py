@@ -16,10 +16,14 @@ rounds, each of which times every budget in turn):
     KERAS_BACKEND=torch python examples/benchmark.py --model cifar_anytime --repeats 10
     KERAS_BACKEND=tensorflow python examples/benchmark.py --stage-batches 64,4,1
     KERAS_BACKEND=torch python examples/benchmark.py --model ranet_cifar_anytime
+    KERAS_BACKEND=torch python examples/benchmark.py --model ranet_imagenet --state
 
 It also prints how many samples leave at each exit per budget, and with
 `--stage-batches` the time of each compiled stage (with its exit) alone at
-those batch sizes: where the time goes when few samples remain.
+those batch sizes: where the time goes when few samples remain. `--state`
+prints only the size of the state each stage hands to the next (what the
+survivors' gathers at each exit and the stream's pooled copies move) and
+skips the timings.
 
 The model has random weights and the images are random: only the time per
 FLOP matters here, and the calibration sets how many samples leave where.
@@ -43,6 +47,7 @@ MODELS = {
     "cifar_budgeted": lambda: adaptive_zoo.MSDNetCIFARBudgeted(num_classes=100),
     "imagenet_step4": lambda: adaptive_zoo.MSDNetImageNet(step=4),
     "ranet_cifar_anytime": lambda: adaptive_zoo.RANetCIFARAnytime(num_classes=100),
+    "ranet_imagenet": lambda: adaptive_zoo.RANetImageNet(n_channels=64),
     "tiny": lambda: adaptive_zoo.MSDNetTiny(),
 }
 
@@ -59,15 +64,21 @@ def time_predicts(model, cases, repeats):
     return [seconds / (len(x) // batch) for seconds, (x, _, batch) in zip(medians, cases)]
 
 
-def time_stages(model, batch, repeats, rng):
-    """Median milliseconds of each compiled stage (and its exit) on `batch`
-    samples, all of which it runs (as `predict` at budget 1.0)."""
+def run_stages(model, batch, rng, repeats=0):
+    """Run the compiled stages (each with its exit) in turn on `batch` random
+    images, all of which they run (as `predict` at budget 1.0).
+
+    Returns:
+        Per stage: `(median milliseconds over `repeats` timed calls after
+        the first, or None if `repeats` is 0; bytes per image of the state
+        it hands to the next stage)`.
+    """
     state = [keras.ops.convert_to_tensor(
         rng.normal(size=(batch,) + model.image_shape).astype("float32"))]
     # NumPy rows, as `predict` passes them: every row stays, so no gather.
     rows = np.arange(batch, dtype="int32")
     result = []
-    for k, stage in enumerate(model._stage_fns(compiled=True)):
+    for stage in model._stage_fns(compiled=True):
         outputs = stage(rows, *state)  # compiles
         times = []
         for _ in range(repeats):
@@ -75,8 +86,10 @@ def time_stages(model, batch, repeats, rng):
             outputs = stage(rows, *state)
             keras.ops.convert_to_numpy(outputs[1])
             times.append(time.perf_counter() - start)
-        result.append(float(np.median(times)) * 1e3)
         state = list(outputs[0]) if isinstance(outputs[0], (list, tuple)) else [outputs[0]]
+        size = sum(int(np.prod(t.shape[1:])) * np.dtype(keras.backend.standardize_dtype(t.dtype)).itemsize
+                   for t in state)
+        result.append((float(np.median(times)) * 1e3 if repeats else None, size))
     return result
 
 
@@ -91,11 +104,18 @@ def main(argv=None):
     parser.add_argument("--budgets", default="1.0,0.75,0.5,0.25")
     parser.add_argument("--stage-batches", default="",
                         help="comma-separated batch sizes at which to time each stage alone")
+    parser.add_argument("--state", action="store_true",
+                        help="only print the state each stage hands to the next (MiB per image)")
     args = timing.parse_args(parser, argv)  # adds and applies --tune-allocator
 
     keras.utils.set_random_seed(0)
     model = MODELS[args.model]()
     rng = np.random.default_rng(0)
+    if args.state:
+        mib = [size / 2**20 for _, size in run_stages(model, 1, rng)]
+        print(f"backend {keras.backend.backend()}, {args.model}: state handed on after each stage "
+              f"(MiB per image): {', '.join(f'{m:.3f}' for m in mib)}; largest {max(mib):.3f}")
+        return mib
     shape = model.image_shape
     budgets = [float(b) for b in args.budgets.split(",")]
     held_out = rng.normal(size=(args.calibration_size,) + shape).astype("float32")
@@ -145,7 +165,7 @@ def main(argv=None):
     for b, counts in leaving:
         print(f"  b={b:.2f}: {counts}")
     for batch in [int(n) for n in args.stage_batches.split(",") if n]:
-        ms = time_stages(model, batch, args.repeats, rng)
+        ms = [t for t, _ in run_stages(model, batch, rng, args.repeats)]
         print(f"stages alone at batch {batch} (ms): {', '.join(f'{t:.1f}' for t in ms)}; "
               f"sum {sum(ms):.1f}")
     return rows

@@ -78,3 +78,20 @@ def test_dmnn_job_writes_accuracy_against_cost(eval_example, tmp_path):
         assert abs(row["fraction_of_full_flops"] - float(budget)) < 0.1 * float(budget)
     costs = np.array([row["fraction_of_full_flops"] for row in rows])
     assert np.all((costs > 0) & (costs <= 1.0 + 1e-6))
+
+
+def test_benchmark_reports_each_budget_and_the_state(monkeypatch, capsys):
+    # The speed tables in the README come from `examples/benchmark.py`; this
+    # runs it on the tiny MSDNet (timings are not checked, only that every
+    # budget gets its row and that a lower budget spends fewer FLOPs).
+    monkeypatch.syspath_prepend(EXAMPLES)  # its `import timing`
+    benchmark = _load("benchmark")
+    rows = benchmark.main(["--model", "tiny", "--batch", "16", "--batches", "2", "--repeats", "1",
+                           "--calibration-size", "128", "--budgets", "1.0,0.5"])
+    assert [b for b, *_ in rows] == [1.0, 0.5]
+    (_, full_one, full_stream, *_), (_, half_one, half_stream, *_) = rows
+    assert half_one < full_one and half_stream < full_stream
+    assert "efficiency" in capsys.readouterr().out
+    # --state: the state each stage hands on, per image, as the stages make it.
+    mib = benchmark.main(["--model", "tiny", "--state"])
+    assert len(mib) == 4 and all(m > 0 for m in mib)
