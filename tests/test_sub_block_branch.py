@@ -60,3 +60,20 @@ def test_config_round_trip_and_bad_arguments():
         SubBlockBranch("bottleneck", widths=(), filters=8)
     with pytest.raises(ValueError, match="identity"):
         SubBlockBranch("bottleneck", widths=(4,), filters=8).build((None, 4, 4, 6))
+
+
+def test_compiled_skipping_handles_every_row_some_rows_and_none():
+    # TensorFlow runs the skipping path inside one graph
+    # (`fast_path.compile_dynamic`), where the counts are known at run time
+    # only; elsewhere `skip` runs eagerly. Sub-block 0 is on for every image,
+    # 1 for some, 2 for none (skipped: an empty batch is not run).
+    branch = SubBlockBranch("bottleneck", widths=(4, 5, 6), filters=8)
+    rng = np.random.RandomState(2)
+    x = rng.randn(6, 4, 4, 8).astype("float32")
+    decisions = np.zeros((6, 3), bool)
+    decisions[:, 0] = True
+    decisions[[1, 4], 1] = True
+    dense = ops.convert_to_numpy(branch(x, decisions.astype("float32")))
+    run = fast_path.compile_dynamic(branch.skip, branch.variables) or branch.skip
+    out = run(ops.convert_to_tensor(x), ops.convert_to_tensor(decisions))
+    np.testing.assert_allclose(ops.convert_to_numpy(out), dense, rtol=1e-5, atol=1e-5)
