@@ -1,6 +1,6 @@
 """adaptive_zoo: adaptive-inference CNNs for Keras 3."""
 
-from adaptive_zoo import budget, convert, losses, weights
+from adaptive_zoo import budget, convert, data, losses, weights
 from adaptive_zoo.budget import calibrate
 from adaptive_zoo.cost import Profile, profile
 from adaptive_zoo.fast_path import tune_cpu_allocator

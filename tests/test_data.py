@@ -1,6 +1,8 @@
 """Data loaders: embedded data works offline, missing data is a clear error."""
 
 import gzip
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -15,6 +17,15 @@ def test_digits_are_split_stratified_and_scaled():
     assert len(x_train) + len(x_test) == 1797
     assert 0.0 <= x_train.min() and x_train.max() <= 1.0
     assert set(np.unique(y_test)) == set(range(10))
+
+
+def test_data_module_is_reachable_from_the_package():
+    # The README writes `adaptive_zoo.data.authors_normalization(...)` after a
+    # plain `import adaptive_zoo`; in a fresh interpreter (here every test
+    # module has imported `adaptive_zoo.data` already).
+    code = "import adaptive_zoo; print(adaptive_zoo.data.load_digits.__name__)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and "load_digits" in result.stdout, result.stderr[-2000:]
 
 
 def test_holdout_split():
