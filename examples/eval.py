@@ -101,6 +101,8 @@ def multi_exit_rows(model, held, test, profile):
             acc, spent = accuracy(logits, y_test), float(np.mean(cost))
             rows.append((mode, b, spent / full, spent, acc))
             print(f"| {b:.2f} | {mode} | {spent / 1e6:.3f} | {spent / full:.3f} | {acc:.4f} |")
+    print("(anytime: every sample goes to the deepest exit whose cost, earlier heads included, fits the budget;\n"
+          " it runs only that exit's head, so it can spend less than the budget)")
     return rows
 
 
