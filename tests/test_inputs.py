@@ -7,6 +7,7 @@ from adaptive_zoo.models.inputs import (
     check_image_batch,
     checked_batches,
     held_out_arrays,
+    held_out_batches,
     image_batches,
     positive_batch_size,
 )
@@ -51,6 +52,18 @@ def test_held_out_data_in_every_form_gives_the_same_arrays():
         images, labels = held_out_arrays(data, labels_required=False)
         np.testing.assert_array_equal(images, x)
         assert labels is None
+
+
+def test_held_out_batches_split_arrays_and_pass_batches_through():
+    x, y = np.arange(20, dtype="float32").reshape(5, 2, 2, 1), np.arange(5)
+    chunks = list(held_out_batches((x, y), batch_size=2))
+    assert [len(images) for images, _ in chunks] == [2, 2, 1]
+    np.testing.assert_array_equal(np.concatenate([labels for _, labels in chunks]), y)
+    # Batches of an iterable come as they are; empty ones are dropped.
+    chunks = list(held_out_batches(iter([(x[:3], y[:3]), (x[:0], y[:0]), (x[3:], y[3:])])))
+    assert [len(images) for images, _ in chunks] == [3, 2]
+    with pytest.raises(ValueError, match="3 images but 2 labels"):
+        list(held_out_batches([(x[:3], y[:2])]))
 
 
 @pytest.mark.parametrize("data, message", [

@@ -100,6 +100,18 @@ def dense_simulation(model, x, thresholds):
     return dense[chosen, np.arange(len(x))], chosen
 
 
+def test_calibration_reads_a_one_pass_stream_of_batches(tiny):
+    # A generator can be read once: calibrate takes it batch by batch (as it
+    # would a tf.data pipeline over ImageNet's held-out images) and finds
+    # what it finds on the same data as arrays.
+    x, y = images(90, seed=3), np.random.default_rng(4).integers(0, 10, 90)
+    from_arrays = tiny.calibrate((x, y), budgets=[0.6, 0.8, 1.0], batch_size=32).to_config()
+    stream = ((x[i:i + 25], y[i:i + 25]) for i in range(0, 90, 25))
+    from_stream = tiny.calibrate(stream, budgets=[0.6, 0.8, 1.0]).to_config()
+    assert from_stream == from_arrays
+    tiny.calibration = None
+
+
 def test_calibrated_early_exit_equals_the_dense_simulation(tiny):
     x, y = images(120, seed=1), np.random.default_rng(2).integers(0, 10, 120)
     calibration = tiny.calibrate((x, y), budgets=[0.6, 0.8, 1.0])

@@ -7,6 +7,7 @@ __all__ = [
     "check_image_batch",
     "checked_batches",
     "held_out_arrays",
+    "held_out_batches",
     "image_batches",
     "positive_batch_size",
     "positive_integer",
@@ -102,8 +103,13 @@ def image_batches(x, batch_size):
         yield item if hasattr(item, "shape") else ops.convert_to_numpy(item)
 
 
-def held_out_arrays(data, labels_required=True):
-    """`calibrate`'s held-out data as NumPy `(images, labels)`.
+def held_out_batches(data, labels_required=True, batch_size=None):
+    """`calibrate`'s held-out data, one batch at a time, as NumPy
+    `(images, labels)` pairs (`labels` None where the data has none).
+
+    A dataset is read once and only a batch is held at a time, so
+    calibrating on a large held-out set (ImageNet's) needs no more memory
+    than its per-sample results.
 
     Args:
         data: `(images, labels)` arrays or tensors, an iterable of
@@ -113,10 +119,10 @@ def held_out_arrays(data, labels_required=True):
             `(images, labels)`.
         labels_required: raise unless every batch has labels (the multi-exit
             models' calibration needs them; DMNN's does not).
+        batch_size: rows per batch for arrays (None: all of them at once).
 
-    Returns:
-        `(images, labels)`; `labels` is None where the data has none (only
-        when `labels_required` is False).
+    Yields:
+        `(images, labels)` of each non-empty batch.
 
     Raises:
         ValueError: for missing labels (if required), no data, dict batches,
@@ -125,29 +131,54 @@ def held_out_arrays(data, labels_required=True):
     if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
         if data[1] is None and labels_required:
             raise ValueError("Calibration needs labels: pass (images, labels).")
-        pairs = [tuple(data)]
+        pairs = _array_batches(*data, batch_size)
     elif hasattr(data, "shape"):
         if labels_required:
             raise ValueError("Calibration needs labels: pass (images, labels), not images alone.")
-        pairs = [(data, None)]
+        pairs = _array_batches(data, None, batch_size)
     else:
-        pairs = []
-        for item in data:
-            if isinstance(item, (tuple, list)) and len(item) >= 2:
-                pairs.append((item[0], item[1]))
-            elif labels_required:
-                raise ValueError("Calibration needs labels: each batch must be (images, labels).")
-            elif isinstance(item, dict):
-                raise ValueError("Batches must be images or (images, labels) pairs, not dicts.")
-            else:
-                pairs.append((item, None))
-    images = [np.asarray(ops.convert_to_numpy(x)) for x, _ in pairs]
-    if sum(len(x) for x in images) == 0:
+        pairs = _iterated_batches(data, labels_required)
+    empty = True
+    for x, y in pairs:
+        x = np.asarray(ops.convert_to_numpy(x))
+        if y is not None:
+            y = np.asarray(ops.convert_to_numpy(y)).reshape(-1)
+            if len(y) != len(x):
+                raise ValueError(f"Calibration data has {len(x)} images but {len(y)} labels.")
+        if len(x):
+            empty = False
+            yield x, y
+    if empty:
         raise ValueError("The calibration data is empty.")
-    images = np.concatenate(images)
+
+
+def _array_batches(images, labels, batch_size):
+    n = int(images.shape[0]) if len(images.shape) else 0
+    if labels is not None and int(np.size(labels)) != n:
+        raise ValueError(f"Calibration data has {n} images but {int(np.size(labels))} labels.")
+    step = batch_size or max(n, 1)
+    for start in range(0, n, step):
+        yield images[start:start + step], None if labels is None else labels[start:start + step]
+
+
+def _iterated_batches(data, labels_required):
+    for item in data:
+        if isinstance(item, (tuple, list)) and len(item) >= 2:
+            yield item[0], item[1]
+        elif labels_required:
+            raise ValueError("Calibration needs labels: each batch must be (images, labels).")
+        elif isinstance(item, dict):
+            raise ValueError("Batches must be images or (images, labels) pairs, not dicts.")
+        else:
+            yield item, None
+
+
+def held_out_arrays(data, labels_required=True):
+    """All of `held_out_batches(data, labels_required)` at once: NumPy
+    `(images, labels)`, `labels` None where the data has none. For the
+    calibrations that go over the images many times (DMNN's)."""
+    pairs = list(held_out_batches(data, labels_required))
+    images = np.concatenate([x for x, _ in pairs])
     if any(y is None for _, y in pairs):
         return images, None
-    labels = np.concatenate([np.asarray(ops.convert_to_numpy(y)).reshape(-1) for _, y in pairs])
-    if len(labels) != len(images):
-        raise ValueError(f"Calibration data has {len(images)} images but {len(labels)} labels.")
-    return images, labels
+    return images, np.concatenate([y for _, y in pairs])

@@ -23,7 +23,7 @@ from keras import ops
 from adaptive_zoo import budget as budget_lib
 from adaptive_zoo import fast_path
 from adaptive_zoo.models.base import ZooModel
-from adaptive_zoo.models.inputs import checked_batches, held_out_arrays, positive_batch_size
+from adaptive_zoo.models.inputs import checked_batches, held_out_batches, positive_batch_size
 
 __all__ = ["MultiExitModel"]
 
@@ -349,7 +349,9 @@ class MultiExitModel(ZooModel):
 
         Args:
             data: `(images, labels)` arrays, or an iterable of
-                `(images, labels)` batches (e.g. a `tf.data.Dataset`).
+                `(images, labels)` batches (e.g. a `tf.data.Dataset`), read
+                once, one batch at a time (a held-out set as large as
+                ImageNet's need not fit in memory).
             budgets: budgets to calibrate, each in (0, 1]. Default: 20 points
                 from the cheapest reachable cost to 1.
             batch_size: batch size for arrays.
@@ -359,18 +361,21 @@ class MultiExitModel(ZooModel):
             accuracy on `data`, ready to plot. It is stored in the model
             (and its config), so it survives saving and loading.
         """
-        images, labels = held_out_arrays(data)
-        logits = self.predict_all_exits(images, batch_size=batch_size)
-        if logits.shape[1] < self.num_exits:
+        # One batch at a time: only each sample's confidence and correctness
+        # at every exit are kept.
+        confidences, correct = [], []
+        for images, labels in held_out_batches(data, batch_size=positive_batch_size(batch_size, 64)):
+            logits = self.predict_all_exits(images, batch_size=len(images))
+            shifted = logits - logits.max(axis=-1, keepdims=True)
+            probs = np.exp(shifted)
+            confidences.append(probs.max(axis=-1) / probs.sum(axis=-1))
+            correct.append(logits.argmax(axis=-1) == labels[None, :])
+        confidences, correct = np.concatenate(confidences, axis=1), np.concatenate(correct, axis=1)
+        if confidences.shape[1] < self.num_exits:
             raise ValueError(
-                f"The calibration set has {logits.shape[1]} samples, fewer than the model's "
+                f"The calibration set has {confidences.shape[1]} samples, fewer than the model's "
                 f"{self.num_exits} exits."
             )
-        shifted = logits - logits.max(axis=-1, keepdims=True)
-        probs = np.exp(shifted)
-        probs /= probs.sum(axis=-1, keepdims=True)
-        confidences = probs.max(axis=-1)
-        correct = logits.argmax(axis=-1) == labels[None, :]
         exit_flops = self.exit_flops()
         if budgets is None:
             budgets = budget_lib.default_budgets(confidences, exit_flops)
