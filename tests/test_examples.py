@@ -4,8 +4,10 @@ prints and writes its CSV, and the numbers in it keep the budget contract."""
 
 import csv
 import importlib.util
+import json
 import os
 
+import keras
 import numpy as np
 import pytest
 
@@ -95,3 +97,46 @@ def test_benchmark_reports_each_budget_and_the_state(monkeypatch, capsys):
     # --state: the state each stage hands on, per image, as the stages make it.
     mib = benchmark.main(["--model", "tiny", "--state"])
     assert len(mib) == 4 and all(m > 0 for m in mib)
+
+
+@pytest.mark.parametrize("model", ["msdnet_tiny", "dmnn_tiny"])
+def test_training_on_a_tfds_copy_writes_a_measured_checkpoint(model, tmp_path):
+    # `examples/train_tfds.py`, the README's path for a user with CIFAR or
+    # ImageNet, end to end on tfds' mock CIFAR-100: trains, calibrates on the
+    # held-out images, measures the test split and saves, all or nothing.
+    tfds = pytest.importorskip("tensorflow_datasets")
+    train = _load("train_tfds")
+    out = tmp_path / "run"
+    args = ["--model", model, "--dataset", "cifar100", "--out", str(out), "--epochs", "1",
+            "--batch-size", "16", "--holdout", "16", "--budgets", "0.75,1.0"]
+    with tfds.testing.mock_data(num_examples=48):
+        results = train.main(args)
+    assert sorted(os.listdir(tmp_path)) == ["run"]  # no `run.partial` left behind
+    assert sorted(os.listdir(out)) == ["model.keras", "model.weights.h5", "results.json"]
+    with open(out / "results.json") as f:
+        assert json.load(f) == json.loads(json.dumps(results))
+    entry = results["manifest_entry"]
+    assert entry["sha256"] == train._sha256(str(out / "model.weights.h5"))
+    assert entry["measured"] and all(m["script"] and m["commit"] for m in entry["measured"])
+    kinds = [row["kind"] for row in results["test"]]
+    assert kinds[0] == ("gates as trained" if model == "dmnn_tiny" else "exit") and "budget" in kinds
+    assert all(0.0 <= row["accuracy"] <= 1.0 for row in results["test"])
+    # The saved model carries its calibration; the weights load into the
+    # same constructor.
+    loaded = keras.saving.load_model(str(out / "model.keras"))
+    assert loaded.calibration is not None
+    import adaptive_zoo
+
+    getattr(adaptive_zoo, results["constructor"])(weights=str(out / "model.weights.h5"),
+                                                  **results["arguments"])
+    with pytest.raises(SystemExit, match="exists"):
+        train.main(args)
+
+
+def test_training_without_the_dataset_says_how_to_prepare_it(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    train = _load("train_tfds")
+    with pytest.raises(FileNotFoundError, match="not prepared"):
+        train.main(["--model", "msdnet_tiny", "--dataset", "cifar10", "--out", str(tmp_path / "run"),
+                    "--data-dir", str(tmp_path / "no_data")])
+    assert not os.path.exists(tmp_path / "run") and not os.path.exists(tmp_path / "run.partial")

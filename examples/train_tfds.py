@@ -1,0 +1,256 @@
+"""Train a zoo model on your own copy of CIFAR-10/100 or ImageNet, calibrate
+its budgets on held-out training images, measure it on the test split, and
+save it with the numbers a published checkpoint needs.
+
+We have not run this on the real datasets (no copy and no GPU time on our
+machines); `tests/test_examples.py` runs it end to end on tfds' mock data.
+The data come from a tfds `data_dir` where CIFAR is prepared, or, for
+ImageNet, a `manual_dir` holding the ILSVRC2012 tar files
+(`adaptive_zoo.data.load_tfds`); nothing is downloaded.
+
+    KERAS_BACKEND=jax python examples/train_tfds.py --model msdnet_cifar_anytime \\
+        --dataset cifar100 --data-dir ~/tensorflow_datasets --out runs/msdnet_c100
+    KERAS_BACKEND=torch python examples/train_tfds.py --model msdnet_imagenet_step4 \\
+        --dataset imagenet --manual-dir /data/ilsvrc2012 --out runs/msdnet_in
+
+The recipe is the MSDNet and RANet authors' (`../shared/reference/PAPERS.md`):
+SGD with momentum 0.9, weight decay 1e-4 and learning rate 0.1, divided by 10
+at half and three quarters of the epochs on CIFAR (300 epochs, batch 64) and
+every 30 epochs on ImageNet (90, batch 256); multi-exit models sum every
+exit's cross-entropy. DMNN trains the same way with its resource and category
+terms, which the model adds itself (resource weight 2 on CIFAR, 1 on
+ImageNet; CIFAR-100's coarse labels as categories). Keras applies weight
+decay to the weights directly, not through the momentum as PyTorch's SGD
+does: close to the authors' optimizer, not identical.
+
+The first `--holdout` training images (CIFAR 5,000, ImageNet 50,000, as the
+MSDNet authors hold out; DMNN, whose calibration keeps its images in memory,
+CIFAR 5,000 and ImageNet 10,000) are not trained on: they calibrate the
+budgets. Training resumes where it stopped if the same command is run again
+(`keras.callbacks.BackupAndRestore` in `<out>.partial/`); the results appear
+in `--out` only when everything has finished:
+- `model.keras`: the trained model with its calibration;
+- `model.weights.h5`: its weights, for `weights=` of the same constructor;
+- `results.json`: test accuracy and mean FLOPs per exit (multi-exit models)
+  or with the gates as trained (DMNN), and at each calibrated budget; the
+  constructor and its arguments; the SHA-256 of the weights file; the commit
+  and backend. Its `manifest_entry` is the entry `weights/manifest.json`
+  needs when the file is published (add the URL and a registered name).
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import adaptive_zoo  # noqa: E402
+from adaptive_zoo import data  # noqa: E402
+
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
+
+# name -> (constructor, its arguments for a dataset, family)
+MODELS = {
+    "msdnet_cifar_anytime": ("MSDNetCIFARAnytime", lambda d: {}, "msdnet"),
+    "msdnet_cifar_budgeted": ("MSDNetCIFARBudgeted", lambda d: {}, "msdnet"),
+    "msdnet_imagenet_step4": ("MSDNetImageNet", lambda d: {"step": 4}, "msdnet"),
+    "ranet_cifar_anytime": ("RANetCIFARAnytime", lambda d: {}, "ranet"),
+    "ranet_cifar_budgeted": ("RANetCIFARBudgeted", lambda d: {}, "ranet"),
+    "ranet_imagenet": ("RANetImageNet", lambda d: {"n_channels": 64}, "ranet"),
+    "dmnn50_cifar": ("DMNN50CIFAR", lambda d: _dmnn_arguments(d, sub_blocks=4, target_rate=0.7), "dmnn"),
+    "dmnn50": ("DMNN50", lambda d: _dmnn_arguments(d, sub_blocks=2, target_rate=0.5), "dmnn"),
+    # Small ones, for a first try of the pipeline (and the tests).
+    "msdnet_tiny": ("MSDNetTiny", lambda d: {"input_shape": (32, 32, 3)}, "msdnet"),
+    "dmnn_tiny": ("DMNNResNet", lambda d: dict(_dmnn_arguments(d, sub_blocks=2, target_rate=0.5),
+                                               depths=(2, 2), base_width=4, cifar_stem=True,
+                                               input_shape=(32, 32, 3)), "dmnn"),
+}
+
+
+def _dmnn_arguments(dataset, sub_blocks, target_rate):
+    return {
+        "sub_blocks": sub_blocks,
+        "target_rate": target_rate,
+        "category_map": "cifar100" if dataset == "cifar100" else None,
+        "resource_weight": 1.0 if dataset == "imagenet" else 2.0,
+    }
+
+
+def recipe(dataset, epochs=None, batch_size=None, holdout=None, family="msdnet"):
+    """The authors' epochs, batch size, held-out count and the epoch -> learning
+    rate rule for `dataset`, with any of them overridden."""
+    imagenet = dataset == "imagenet"
+    epochs = epochs or (90 if imagenet else 300)
+    if holdout is None:
+        holdout = (10000 if family == "dmnn" else 50000) if imagenet else 5000
+    if imagenet:
+        drops = list(range(30, epochs, 30))
+    else:
+        drops = [epochs // 2, (3 * epochs) // 4]
+    return {
+        "epochs": epochs,
+        "batch_size": batch_size or (256 if imagenet else 64),
+        "holdout": holdout,
+        "learning_rate": lambda epoch: 0.1 * 0.1 ** sum(epoch >= d for d in drops),
+    }
+
+
+def _splits(dataset, holdout):
+    if dataset == "imagenet":
+        return f"train[{holdout}:]", f"train[:{holdout}]", "validation"
+    return f"train[{holdout}:]", f"train[:{holdout}]", "test"
+
+
+def _commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def measure(model, family, test, budgets, full):
+    """Test accuracy and mean FLOPs (fraction of `full`): per exit or with
+    the gates as trained, then at each budget (calibrated), batch by batch."""
+    labels = np.concatenate([np.asarray(y) for _, y in test])
+    rows = []
+    if family == "dmnn":
+        logits, cost = model.predict(test, return_cost=True)
+        rows.append({"kind": "gates as trained", "accuracy": float(np.mean(logits.argmax(-1) == labels)),
+                     "fraction_of_full_flops": float(np.mean(cost)) / full})
+    else:
+        correct = None
+        for images, y in test:
+            hits = model.predict_all_exits(np.asarray(images)).argmax(-1) == np.asarray(y)[None, :]
+            correct = hits.sum(axis=1) if correct is None else correct + hits.sum(axis=1)
+        for k, (hits, flops) in enumerate(zip(correct, model.exit_flops())):
+            rows.append({"kind": "exit", "exit": k, "accuracy": float(hits) / len(labels),
+                         "fraction_of_full_flops": flops / full})
+    for b in budgets:
+        logits, cost = model.predict(test, budget=b, return_cost=True)
+        rows.append({"kind": "budget", "budget": b, "accuracy": float(np.mean(logits.argmax(-1) == labels)),
+                     "fraction_of_full_flops": float(np.mean(cost)) / full})
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, choices=sorted(MODELS))
+    parser.add_argument("--dataset", required=True, choices=sorted(NUM_CLASSES))
+    parser.add_argument("--out", required=True, help="directory for the results (must not exist)")
+    parser.add_argument("--data-dir", default=None, help="tfds data_dir with the prepared dataset")
+    parser.add_argument("--manual-dir", default=None, help="ImageNet: directory of the ILSVRC2012 tars")
+    parser.add_argument("--epochs", type=int, default=None, help="default: the authors' (300 / 90)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the authors' (64 / 256)")
+    parser.add_argument("--holdout", type=int, default=None,
+                        help="training images held out for calibration (default: see above)")
+    parser.add_argument("--budgets", default="0.25,0.5,0.75,1.0",
+                        help="budgets at which to measure the test split (those in the calibrated range)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    out = os.path.abspath(args.out)
+    if os.path.exists(out):
+        raise SystemExit(f"{out} exists; choose a new --out (results are never overwritten).")
+    constructor, arguments, family = MODELS[args.model]
+    arguments = dict(arguments(args.dataset), num_classes=NUM_CLASSES[args.dataset])
+    plan = recipe(args.dataset, args.epochs, args.batch_size, args.holdout, family)
+    train_split, held_split, test_split = _splits(args.dataset, plan["holdout"])
+
+    keras.utils.set_random_seed(args.seed)
+    model = getattr(adaptive_zoo, constructor)(**arguments)
+
+    size = model.image_shape[0]
+    native = 224 if args.dataset == "imagenet" else 32
+
+    def load(split, training=False):
+        # At the model's image size (the dataset's own for the published
+        # configurations: CIFAR's 32, ImageNet's 224).
+        return data.load_tfds(args.dataset, split, data_dir=args.data_dir, manual_dir=args.manual_dir,
+                              batch_size=plan["batch_size"], image_size=None if size == native else size,
+                              training=training, seed=args.seed)
+
+    # Fails here, before any training, if the dataset is not prepared.
+    train, held, test = load(train_split, training=True), load(held_split), load(test_split)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-4),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    partial = out + ".partial"
+    os.makedirs(partial, exist_ok=True)
+    start = time.perf_counter()
+    model.fit(train, epochs=plan["epochs"], verbose=2, shuffle=False, callbacks=[  # tf.data shuffles
+        keras.callbacks.LearningRateScheduler(plan["learning_rate"]),
+        keras.callbacks.BackupAndRestore(os.path.join(partial, "backup")),
+    ])
+    seconds = time.perf_counter() - start
+
+    calibration = model.calibrate(held)
+    low, high = calibration.budget_range
+    budgets = [b for b in (float(b) for b in args.budgets.split(",")) if low <= b <= high]
+    profile = adaptive_zoo.profile(model)
+    full = float(profile.flops)
+    rows = measure(model, family, test, budgets, full)
+
+    model.save(os.path.join(partial, "model.keras"))
+    weights = os.path.join(partial, "model.weights.h5")
+    model.save_weights(weights)
+    sha256 = _sha256(weights)
+    script = "examples/train_tfds.py " + " ".join(
+        a for a in (argv if argv is not None else sys.argv[1:]))
+    results = {
+        "backend": keras.backend.backend(),
+        "commit": _commit(),
+        "script": script,
+        "dataset": args.dataset,
+        "splits": {"train": train_split, "calibration": held_split, "test": test_split},
+        "epochs": plan["epochs"],
+        "batch_size": plan["batch_size"],
+        "training_seconds": round(seconds, 1),
+        "constructor": constructor,
+        "arguments": arguments,
+        "mflops": full / 1e6,
+        "params": int(profile.params),
+        "calibrated_budgets": [low, high],
+        "test": rows,
+        "weights_sha256": sha256,
+        "manifest_entry": {
+            "name": None, "family": family, "url": None, "sha256": sha256,
+            "constructor": constructor, "arguments": arguments,
+            "measured": [dict(row, dataset=args.dataset, split=test_split, metric="top-1 accuracy",
+                              script=script, commit=_commit()) for row in rows],
+        },
+    }
+    with open(os.path.join(partial, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    shutil.rmtree(os.path.join(partial, "backup"), ignore_errors=True)
+    os.replace(partial, out)
+
+    print(f"\n{constructor} on {args.dataset}, {plan['epochs']} epochs ({seconds:.0f} s), "
+          f"{full / 1e6:.2f} MFLOPs; test split {test_split}:")
+    for row in rows:
+        what = {"exit": f"exit {row.get('exit')}", "budget": f"budget {row.get('budget')}"}.get(
+            row["kind"], row["kind"])
+        print(f"  {what}: accuracy {row['accuracy']:.4f}, {row['fraction_of_full_flops']:.3f} of full FLOPs")
+    print(f"wrote {out}: model.keras, model.weights.h5 (sha256 {sha256[:12]}...), results.json")
+    return results
+
+
+if __name__ == "__main__":
+    main()
