@@ -69,9 +69,9 @@ def run_stages(model, batch, rng, repeats=0):
     images, all of which they run (as `predict` at budget 1.0).
 
     Returns:
-        Per stage: `(median milliseconds over `repeats` timed calls after
-        the first, or None if `repeats` is 0; bytes per image of the state
-        it hands to the next stage)`.
+        Per stage, a pair: the median milliseconds of `repeats` timed calls
+        after the first (None if `repeats` is 0), and the bytes per image of
+        the state it hands to the next stage.
     """
     state = [keras.ops.convert_to_tensor(
         rng.normal(size=(batch,) + model.image_shape).astype("float32"))]

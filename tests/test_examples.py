@@ -1,6 +1,8 @@
-"""The README's main job (`examples/eval.py`, run by `scripts/eval.sh`) on
-the current backend, shortened to one or two epochs: it trains, calibrates,
-prints and writes its CSV, and the numbers in it keep the budget contract."""
+"""The example scripts on the current backend. The README's main job
+(`examples/eval.py`, run by `scripts/eval.sh`), shortened to one or two
+epochs: it trains, calibrates, prints and writes its CSV, and the numbers in
+it keep the budget contract. `examples/benchmark.py` on the tiny MSDNet, and
+`examples/train_tfds.py` on tfds' mock data."""
 
 import csv
 import importlib.util
@@ -10,6 +12,8 @@ import os
 import keras
 import numpy as np
 import pytest
+
+import adaptive_zoo
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 
@@ -125,8 +129,6 @@ def test_training_on_a_tfds_copy_writes_a_measured_checkpoint(model, tmp_path):
     # same constructor.
     loaded = keras.saving.load_model(str(out / "model.keras"))
     assert loaded.calibration is not None
-    import adaptive_zoo
-
     getattr(adaptive_zoo, results["constructor"])(weights=str(out / "model.weights.h5"),
                                                   **results["arguments"])
     with pytest.raises(SystemExit, match="exists"):
