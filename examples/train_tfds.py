@@ -23,6 +23,10 @@ ImageNet; CIFAR-100's coarse labels as categories). Keras applies weight
 decay to the weights directly, not through the momentum as PyTorch's SGD
 does: close to the authors' optimizer, not identical.
 
+`--data-parallel` trains on every local device (Keras' distribution API on
+JAX, `tf.distribute.MirroredStrategy` on TensorFlow; `--batch-size` is then
+the global batch; not on PyTorch, whose DDP we do not cover).
+
 The first `--holdout` training images (CIFAR 5,000, ImageNet 50,000, as the
 MSDNet authors hold out; DMNN, whose calibration keeps its images in memory,
 CIFAR 5,000 and ImageNet 10,000) are not trained on: they calibrate the
@@ -39,6 +43,7 @@ in `--out` only when everything has finished:
 """
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -103,6 +108,27 @@ def recipe(dataset, epochs=None, batch_size=None, holdout=None, family="msdnet")
     }
 
 
+def data_parallel():
+    """Make what follows train on every local device, data-parallel: Keras'
+    distribution API on JAX, `tf.distribute.MirroredStrategy` on TensorFlow
+    (the accelerators, else every logical CPU). Returns the scope to build,
+    train and evaluate in, and the number of devices."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        devices = keras.distribution.list_devices()
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        return contextlib.nullcontext(), len(devices)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        devices = ([d.name for d in tf.config.list_logical_devices("GPU")]
+                   or [d.name for d in tf.config.list_logical_devices("CPU")])
+        strategy = tf.distribute.MirroredStrategy(devices)
+        return strategy.scope(), strategy.num_replicas_in_sync
+    raise SystemExit(f"--data-parallel is not supported on the {backend} backend (PyTorch DDP is not "
+                     "covered yet); use jax or tensorflow.")
+
+
 def _splits(dataset, holdout):
     if dataset == "imagenet":
         return f"train[{holdout}:]", f"train[:{holdout}]", "validation"
@@ -163,6 +189,8 @@ def main(argv=None):
                         help="training images held out for calibration (default: see above)")
     parser.add_argument("--budgets", default="0.25,0.5,0.75,1.0",
                         help="budgets at which to measure the test split (those in the calibrated range)")
+    parser.add_argument("--data-parallel", action="store_true",
+                        help="train on every local device (JAX, TensorFlow); --batch-size is the global batch")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -172,8 +200,14 @@ def main(argv=None):
     constructor, arguments, family = MODELS[args.model]
     arguments = dict(arguments(args.dataset), num_classes=NUM_CLASSES[args.dataset])
     plan = recipe(args.dataset, args.epochs, args.batch_size, args.holdout, family)
-    train_split, held_split, test_split = _splits(args.dataset, plan["holdout"])
 
+    scope, devices = data_parallel() if args.data_parallel else (contextlib.nullcontext(), 1)
+    with scope:
+        return _train(args, out, constructor, arguments, family, plan, devices, argv)
+
+
+def _train(args, out, constructor, arguments, family, plan, devices, argv):
+    train_split, held_split, test_split = _splits(args.dataset, plan["holdout"])
     keras.utils.set_random_seed(args.seed)
     model = getattr(adaptive_zoo, constructor)(**arguments)
 
@@ -222,6 +256,7 @@ def main(argv=None):
         "splits": {"train": train_split, "calibration": held_split, "test": test_split},
         "epochs": plan["epochs"],
         "batch_size": plan["batch_size"],
+        "devices": devices,
         "training_seconds": round(seconds, 1),
         "constructor": constructor,
         "arguments": arguments,

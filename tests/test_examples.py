@@ -8,6 +8,8 @@ import csv
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -142,3 +144,42 @@ def test_training_without_the_dataset_says_how_to_prepare_it(tmp_path):
         train.main(["--model", "msdnet_tiny", "--dataset", "cifar10", "--out", str(tmp_path / "run"),
                     "--data-dir", str(tmp_path / "no_data")])
     assert not os.path.exists(tmp_path / "run") and not os.path.exists(tmp_path / "run.partial")
+
+
+_DATA_PARALLEL = r"""
+import json, sys
+if sys.argv[3] == "tensorflow":  # two logical CPUs, before TensorFlow starts
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, sys.argv[1])
+import tensorflow_datasets as tfds
+import train_tfds
+with tfds.testing.mock_data(num_examples=48):
+    results = train_tfds.main(["--model", "msdnet_tiny", "--dataset", "cifar10", "--out", sys.argv[2],
+                               "--epochs", "1", "--batch-size", "16", "--holdout", "16",
+                               "--budgets", "1.0", "--data-parallel"])
+print(json.dumps({"devices": results["devices"], "test": results["test"]}))
+"""
+
+
+def test_training_script_runs_data_parallel_on_two_devices(tmp_path):
+    # `--data-parallel` on two virtual CPU devices (set before the backend
+    # starts, hence a fresh process); PyTorch refuses it by name.
+    pytest.importorskip("tensorflow_datasets")
+    backend = keras.backend.backend()
+    if backend == "torch":
+        with pytest.raises(SystemExit, match="not supported on the torch backend"):
+            _load("train_tfds").main(["--model", "msdnet_tiny", "--dataset", "cifar10",
+                                      "--out", str(tmp_path / "run"), "--data-parallel"])
+        assert not os.listdir(tmp_path)
+        return
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env["PYTHONPATH"] = os.path.dirname(EXAMPLES) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, "-c", _DATA_PARALLEL, EXAMPLES, str(tmp_path / "run"), backend],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["devices"] == 2
+    assert sorted(os.listdir(tmp_path / "run")) == ["model.keras", "model.weights.h5", "results.json"]
+    assert all(0.0 <= row["accuracy"] <= 1.0 for row in result["test"])
