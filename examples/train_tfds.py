@@ -151,27 +151,32 @@ def _sha256(path):
     return digest.hexdigest()
 
 
+def _row(kind, accuracy, fraction, **where):
+    return dict(kind=kind, **where, accuracy=float(accuracy), fraction_of_full_flops=float(fraction))
+
+
 def measure(model, family, test, budgets, full):
     """Test accuracy and mean FLOPs (fraction of `full`): per exit or with
-    the gates as trained, then at each budget (calibrated), batch by batch."""
-    labels = np.concatenate([np.asarray(y) for _, y in test])
-    rows = []
+    the gates as trained, then at each budget (calibrated), batch by batch.
+    The first pass over `test` also reads its labels for the budget passes."""
+    labels, correct, spent = [], 0, []
+    for images, y in test:
+        y, images = np.asarray(y), np.asarray(images)
+        labels.append(y)
+        if family == "dmnn":
+            logits, cost = model.predict(images, batch_size=len(y), return_cost=True)
+            correct, spent = correct + np.sum(logits.argmax(-1) == y), spent + [cost]
+        else:
+            correct = correct + np.sum(model.predict_all_exits(images).argmax(-1) == y[None, :], axis=1)
+    labels = np.concatenate(labels)
     if family == "dmnn":
-        logits, cost = model.predict(test, return_cost=True)
-        rows.append({"kind": "gates as trained", "accuracy": float(np.mean(logits.argmax(-1) == labels)),
-                     "fraction_of_full_flops": float(np.mean(cost)) / full})
+        rows = [_row("gates as trained", correct / len(labels), float(np.mean(np.concatenate(spent))) / full)]
     else:
-        correct = None
-        for images, y in test:
-            hits = model.predict_all_exits(np.asarray(images)).argmax(-1) == np.asarray(y)[None, :]
-            correct = hits.sum(axis=1) if correct is None else correct + hits.sum(axis=1)
-        for k, (hits, flops) in enumerate(zip(correct, model.exit_flops())):
-            rows.append({"kind": "exit", "exit": k, "accuracy": float(hits) / len(labels),
-                         "fraction_of_full_flops": flops / full})
+        rows = [_row("exit", hits / len(labels), flops / full, exit=k)
+                for k, (hits, flops) in enumerate(zip(correct, model.exit_flops()))]
     for b in budgets:
         logits, cost = model.predict(test, budget=b, return_cost=True)
-        rows.append({"kind": "budget", "budget": b, "accuracy": float(np.mean(logits.argmax(-1) == labels)),
-                     "fraction_of_full_flops": float(np.mean(cost)) / full})
+        rows.append(_row("budget", np.mean(logits.argmax(-1) == labels), float(np.mean(cost)) / full, budget=b))
     return rows
 
 
@@ -248,9 +253,10 @@ def _train(args, out, constructor, arguments, family, plan, devices, argv):
     sha256 = _sha256(weights)
     script = "examples/train_tfds.py " + " ".join(
         a for a in (argv if argv is not None else sys.argv[1:]))
+    commit = _commit()
     results = {
         "backend": keras.backend.backend(),
-        "commit": _commit(),
+        "commit": commit,
         "script": script,
         "dataset": args.dataset,
         "splits": {"train": train_split, "calibration": held_split, "test": test_split},
@@ -269,7 +275,7 @@ def _train(args, out, constructor, arguments, family, plan, devices, argv):
             "name": None, "family": family, "url": None, "sha256": sha256,
             "constructor": constructor, "arguments": arguments,
             "measured": [dict(row, dataset=args.dataset, split=test_split, metric="top-1 accuracy",
-                              script=script, commit=_commit()) for row in rows],
+                              script=script, commit=commit) for row in rows],
         },
     }
     with open(os.path.join(partial, "results.json"), "w") as f:
