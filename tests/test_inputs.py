@@ -106,3 +106,27 @@ def test_checked_batches_skip_empty_batches_and_refuse_no_images():
     assert len(checked) == 3  # every batch is checked, empty ones too
     with pytest.raises(ValueError, match="no images"):
         list(checked_batches(x[:0], 4, checked.append))
+
+
+@pytest.mark.parametrize("family", ["msdnet", "dmnn"])
+def test_float64_and_uint8_images_give_the_float32_results(family):
+    # NumPy's default float64 (np.random.rand, scikit-learn's digits) and uint8
+    # pixels: PyTorch's convolutions refused them with float32 weights on every
+    # compiled inference path (predict with a budget, DMNN's predict and
+    # calibrate); Keras' own predict casts them.
+    import adaptive_zoo
+
+    if family == "msdnet":
+        model = adaptive_zoo.MSDNetTiny()
+        budget = 0.5
+    else:
+        model = adaptive_zoo.DMNNResNet(depths=(2, 2), base_width=4, sub_blocks=2, cifar_stem=True,
+                                        num_classes=10, input_shape=(8, 8, 1))
+        budget = 0.8
+    pixels = np.random.default_rng(0).integers(0, 16, (6,) + model.image_shape).astype("uint8")
+    expected = model.predict(pixels.astype("float32"), budget=budget, verbose=0)
+    for images in (pixels.astype("float64"), pixels):
+        np.testing.assert_allclose(model.predict(images, budget=budget, verbose=0), expected,
+                                   rtol=1e-5, atol=1e-5)
+    if family == "dmnn":
+        model.calibrate(pixels.astype("float64"), budgets=[budget])

@@ -29,7 +29,12 @@ from adaptive_zoo import budget as budget_lib
 from adaptive_zoo import cost
 from adaptive_zoo import fast_path
 from adaptive_zoo.models.base import ZooModel
-from adaptive_zoo.models.inputs import checked_batches, held_out_arrays, positive_batch_size
+from adaptive_zoo.models.inputs import (
+    as_float_images,
+    checked_batches,
+    held_out_arrays,
+    positive_batch_size,
+)
 from adaptive_zoo import losses as losses_lib
 from adaptive_zoo import weights as weights_lib
 from adaptive_zoo.layers.base import Layer
@@ -681,7 +686,7 @@ class DMNN(ZooModel):
             for start in range(0, len(images), size):
                 batch = images[start : start + size]
                 taus = np.full((len(batch),), tau, dtype="float32")
-                spent, classes = run(ops.convert_to_tensor(batch), ops.convert_to_tensor(taus))
+                spent, classes = run(as_float_images(batch), ops.convert_to_tensor(taus))
                 costs.append(ops.convert_to_numpy(spent))
                 predicted.append(ops.convert_to_numpy(classes))
             return float(np.mean(np.concatenate(costs))), np.concatenate(predicted)

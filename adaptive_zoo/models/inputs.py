@@ -1,9 +1,11 @@
 """Input checks and batching shared by every model of the zoo."""
 
+import keras
 import numpy as np
 from keras import ops
 
 __all__ = [
+    "as_float_images",
     "check_image_batch",
     "checked_batches",
     "held_out_arrays",
@@ -61,7 +63,7 @@ def checked_batches(x, batch_size, check):
     """
     empty = True
     for batch in image_batches(x, batch_size):
-        batch = ops.convert_to_tensor(batch)
+        batch = as_float_images(batch)
         check(batch)
         if int(batch.shape[0]) == 0:
             continue
@@ -69,6 +71,20 @@ def checked_batches(x, batch_size, check):
         yield batch
     if empty:
         raise ValueError("predict got no images.")
+
+
+_FLOAT_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def as_float_images(images):
+    """`images` as a tensor of a float dtype the layers take: float64 (NumPy's
+    default) and integer images (uint8 pixels) become `keras.config.floatx()`,
+    as `keras.Model.predict` would cast them; float32/16 stay as they are.
+    (PyTorch's convolutions refuse float64 inputs with float32 weights.)"""
+    images = ops.convert_to_tensor(images)
+    if keras.backend.standardize_dtype(images.dtype) not in _FLOAT_DTYPES:
+        images = ops.cast(images, keras.config.floatx())
+    return images
 
 
 def image_batches(x, batch_size):
