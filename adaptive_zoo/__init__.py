@@ -4,8 +4,11 @@ from adaptive_zoo import budget, convert, data, losses, weights
 from adaptive_zoo.budget import calibrate
 from adaptive_zoo.cost import Profile, profile
 from adaptive_zoo.fast_path import tune_cpu_allocator
-from adaptive_zoo.layers import GumbelGate, MultiScaleDenseExit, SubBlockBranch
+from adaptive_zoo.layers import GumbelGate, MixtureEdge, MultiScaleDenseExit, SubBlockBranch
 from adaptive_zoo.models import (
+    CNMM,
+    CNMMCIFAR,
+    CNMMTiny,
     DMNN,
     DMNN50,
     DMNN50CIFAR,

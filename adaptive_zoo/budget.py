@@ -13,6 +13,11 @@ model's FLOPs per image (the count of `cost.profile`). For multi-exit models:
 DMNN's budgets (top-k sub-blocks per image, or a calibrated threshold on the
 gates) are computed by the model itself (`models/dmnn.py`); its calibration
 is a `Calibration` too, with one gate threshold per budget.
+
+Mixtures (CNMM): a budget is a pruned graph, the same for every image
+(`prune_mixture`): edges are dropped by learned keep probability (or, with
+`pruning_scores(..., rule="cost")`, probability per unit of cost) until the
+edges that still reach the output cost at most `b * full`.
 """
 
 import dataclasses
@@ -27,6 +32,9 @@ __all__ = [
     "calibrate_exits",
     "default_budgets",
     "exit_thresholds",
+    "live_edges",
+    "prune_mixture",
+    "pruning_scores",
     "simulate_exits",
     "validate_budget",
 ]
@@ -354,3 +362,127 @@ def calibrate(model, data, budgets=None, batch_size=None):
             f"{type(model).__name__}."
         )
     return model.calibrate(data, budgets=budgets, batch_size=batch_size)
+
+
+# ---------------------------------------------------------------------- #
+# Mixtures: a budget is a pruned graph.
+# ---------------------------------------------------------------------- #
+PRUNING_RULES = ("probability", "cost")
+
+
+def pruning_scores(probabilities, flops, rule="probability"):
+    """The order in which `prune_mixture` drops edges: lowest score first.
+
+    Args:
+        probabilities: each edge's learned keep probability.
+        flops: each edge's cost.
+        rule: `"probability"` (the paper's: the least likely edges go
+            first) or `"cost"` (probability divided by the edge's cost
+            relative to the mean edge: an expensive edge goes before a cheap
+            one that is as likely).
+
+    Returns:
+        A float64 array of scores.
+    """
+    if rule not in PRUNING_RULES:
+        raise ValueError(f"pruning must be one of {PRUNING_RULES}, got {rule!r}.")
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if rule == "probability":
+        return probabilities
+    flops = np.asarray(flops, dtype=np.float64)
+    return probabilities / np.maximum(flops / max(flops.mean(), 1.0), 1e-12)
+
+
+def live_edges(edges, kept, root, output):
+    """The kept edges that compute something the output needs.
+
+    An edge is live if its source is reachable from `root` through kept
+    edges and its target reaches `output` through kept edges: nodes left
+    without inputs, and everything that only feeds them or only leads to
+    dead ends, are dropped.
+
+    Args:
+        edges: a sequence of `(source, target)` node ids, in an order where
+            every edge comes after the edges into its source.
+        kept: indices of the edges still in the graph.
+        root: the node every path starts from (the image).
+        output: the node the prediction is read from.
+
+    Returns:
+        The sorted tuple of live edge indices, or `None` if `output` is not
+        reachable.
+    """
+    kept = sorted(kept)
+    reached = {root}
+    for i in kept:
+        if edges[i][0] in reached:
+            reached.add(edges[i][1])
+    if output not in reached:
+        return None
+    useful = {output}
+    live = []
+    for i in reversed(kept):
+        source, target = edges[i]
+        if source in reached and target in useful:
+            useful.add(source)
+            live.append(i)
+    return tuple(sorted(live))
+
+
+def prune_mixture(edges, flops, prunable, scores, root, output, limit):
+    """Prune a mixture graph until it costs at most `limit`.
+
+    Greedy, as the decision in PAPERS.md: walk the prunable edges from the
+    lowest score up, drop each one whose removal leaves the output
+    reachable, and stop as soon as the live edges (`live_edges`) cost at
+    most `limit`. A drop that leaves a node without inputs removes that
+    node's other edges too and can undershoot the budget by far; the edges
+    dropped are then offered back, most likely first, and each one that
+    still fits is restored.
+
+    Args:
+        edges: `(source, target)` per edge, in topological order.
+        flops: cost of each edge (the parts outside the edges, such as a
+            classifier, are the caller's to add to `limit`'s other side).
+        prunable: whether each edge may be dropped (a stem may not).
+        scores: `pruning_scores` of each edge (ignored where not prunable).
+        root, output: see `live_edges`.
+        limit: the most the live edges may cost.
+
+    Returns:
+        `(live, cost)`: the live edge indices and their cost. `cost` exceeds
+        `limit` when dropping every droppable edge is not enough; the caller
+        decides whether that is an error.
+    """
+    kept = set(range(len(edges)))
+    live = live_edges(edges, kept, root, output)
+    if live is None:
+        raise ValueError("The output of this mixture is not reachable from its input.")
+
+    def cost_of(edge_indices):
+        return sum(flops[j] for j in edge_indices)
+
+    cost = cost_of(live)
+    order = sorted((i for i in range(len(edges)) if prunable[i]), key=lambda i: (scores[i], i))
+    dropped = []
+    for i in order:
+        if cost <= limit:
+            break
+        kept.discard(i)
+        if i not in live:
+            continue  # already computes nothing
+        trial = live_edges(edges, kept, root, output)
+        if trial is None:
+            kept.add(i)  # the output's last path: keep it
+            continue
+        dropped.append(i)
+        live, cost = trial, cost_of(trial)
+    # Dropping an edge can leave a node without inputs and take its other
+    # edges with it, overshooting the budget: put back the most likely
+    # dropped edges that still fit.
+    for i in reversed(dropped):
+        trial = live_edges(edges, kept | {i}, root, output)
+        if cost_of(trial) <= limit:
+            kept.add(i)
+            live, cost = trial, cost_of(trial)
+    return live, cost

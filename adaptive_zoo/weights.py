@@ -59,6 +59,16 @@ REGISTRY = {
                     "that path: DMNN50(sub_blocks=2, weights='dmnn.weights.h5')."
                 ),
             },
+            "cnmm": {
+                "url": None,
+                "sha256": None,
+                "how": (
+                    "The CNMM authors publish neither code nor checkpoints, and we have not "
+                    "trained a CNMM on ImageNet. Train one with model.compile(...) and "
+                    "model.fit(...), save it with model.save_weights('cnmm.weights.h5'), and "
+                    "pass that path: CNMM(..., weights='cnmm.weights.h5')."
+                ),
+            },
         },
     },
 }

@@ -93,3 +93,56 @@ def test_default_budgets_of_a_small_set_can_all_be_calibrated(n_samples):
 def test_calibrate_names_what_it_takes():
     with pytest.raises(TypeError, match="MSDNet, RANet, DMNN.*got list"):
         budget.calibrate([1, 2], data=None)
+
+
+# ---------------------------------------------------------------------- #
+# Mixtures: pruning a graph to a cost.
+# ---------------------------------------------------------------------- #
+# A diamond with a tail: image -> a -> {b, c} -> out, and b -> dead (a dead end).
+_EDGES = [("image", "a"), ("a", "b"), ("a", "c"), ("b", "out"), ("c", "out"), ("b", "dead")]
+_FLOPS = [10, 4, 6, 2, 3, 50]
+_PRUNABLE = [False, True, True, True, True, True]
+
+
+def test_live_edges_drop_dead_ends_and_orphans():
+    everything = range(len(_EDGES))
+    assert budget.live_edges(_EDGES, everything, "image", "out") == (0, 1, 2, 3, 4)
+    # Without a -> b, b has no input: b -> out goes too.
+    assert budget.live_edges(_EDGES, {0, 2, 3, 4, 5}, "image", "out") == (0, 2, 4)
+    assert budget.live_edges(_EDGES, {0, 1, 2}, "image", "out") is None
+
+
+def test_pruning_drops_the_least_likely_edges_until_the_cost_fits():
+    scores = [0, 0.9, 0.2, 0.8, 0.3, 0.1]
+    full = sum(_FLOPS[:5])
+    assert budget.prune_mixture(_EDGES, _FLOPS, _PRUNABLE, scores, "image", "out", full) == (
+        (0, 1, 2, 3, 4), full)
+    # The dead end and then a -> c (the least likely live edge): c is left without an input.
+    live, cost = budget.prune_mixture(_EDGES, _FLOPS, _PRUNABLE, scores, "image", "out", 20)
+    assert live == (0, 1, 3) and cost == 16
+    # Asked for less than one path costs, it keeps the output's last path.
+    live, cost = budget.prune_mixture(_EDGES, _FLOPS, _PRUNABLE, scores, "image", "out", 0)
+    assert live == (0, 1, 3) and cost == 16
+
+
+def test_the_stem_is_never_pruned():
+    live, _ = budget.prune_mixture(_EDGES, _FLOPS, [False] * 6, [0] * 6, "image", "out", 0)
+    assert live == (0, 1, 2, 3, 4)
+
+
+def test_cost_aware_scores_put_expensive_edges_first():
+    scores = budget.pruning_scores([0.5, 0.5, 0.6], [1.0, 4.0, 1.0], rule="cost")
+    assert list(np.argsort(scores)) == [1, 0, 2]
+    np.testing.assert_array_equal(budget.pruning_scores([0.5, 0.2], [1, 9]), [0.5, 0.2])
+    with pytest.raises(ValueError, match="pruning must be one of"):
+        budget.pruning_scores([0.5], [1], rule="random")
+
+
+def test_edges_dropped_before_an_overshooting_drop_are_put_back():
+    edges = [("image", "a"), ("a", "b"), ("b", "out"), ("a", "c"), ("c", "out"), ("a", "out")]
+    flops = [0, 1, 3, 1, 10, 1]
+    scores = [0, 0.1, 0.7, 0.2, 0.8, 0.9]
+    # Dropping a -> b leaves 12 > 10; dropping a -> c then takes c -> out along
+    # (cost 1); a -> b fits again and comes back.
+    live, cost = budget.prune_mixture(edges, flops, [False] + [True] * 5, scores, "image", "out", 10)
+    assert live == (0, 1, 2, 5) and cost == 5

@@ -13,6 +13,7 @@ from adaptive_zoo.layers.multi_scale_dense import (
     resize_bilinear_aligned,
 )
 from adaptive_zoo.layers.gumbel_gate import GumbelGate
+from adaptive_zoo.layers.mixture_edge import MixtureEdge, mix_node
 from adaptive_zoo.layers.sub_block_branch import (
     BottleneckSubBlock,
     InvertedResidualSubBlock,

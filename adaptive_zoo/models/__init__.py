@@ -1,5 +1,6 @@
 """Model families, one module each."""
 
+from adaptive_zoo.models.cnmm import CNMM, CNMMCIFAR, CNMMTiny
 from adaptive_zoo.models.msdnet import (
     MSDNet,
     MSDNetCIFARAnytime,
