@@ -6,13 +6,17 @@ held-out split of the training data, and prints accuracy and FLOPs per exit
 and per budget, both anytime and budgeted. `--model dmnn` does the same for a
 small DMNN (gated sub-blocks): accuracy and mean FLOPs with the gates as
 trained, with thresholds calibrated per budget, and with the uncalibrated
-top-k rule. Results go to `results/eval.csv` (and `results/eval.png` when
+top-k rule. `--model cnmm` trains a small CNMM (a mixture of CNNs sharing
+weights) and prints accuracy and FLOPs of the whole mixture and of the graph
+pruned for each budget, by keep probability and by probability per unit of
+cost. Results go to `results/eval.csv` (and `results/eval.png` when
 matplotlib is installed).
 
     KERAS_BACKEND=jax python examples/eval.py
     KERAS_BACKEND=tensorflow python examples/eval.py --epochs 20
     KERAS_BACKEND=torch python examples/eval.py --weights my_digits.weights.h5
     KERAS_BACKEND=jax python examples/eval.py --model dmnn
+    KERAS_BACKEND=torch python examples/eval.py --model cnmm
 
 Every number printed is measured in this run.
 """
@@ -50,6 +54,12 @@ def dmnn_digits(weights=None):
         depths=(3, 3), base_width=8, sub_blocks=2, cifar_stem=True, num_classes=10,
         input_shape=(8, 8, 1), target_rate=0.5, resource_weight=2.0, weights=weights)
     return model, lambda steps: keras.optimizers.Adam(3e-3)
+
+
+def cnmm_digits(weights=None):
+    """`CNMMTiny` for the digits at 8x8 (4 columns, 3 scales), with its optimizer."""
+    model = adaptive_zoo.CNMMTiny(num_classes=10, input_shape=(8, 8, 1), weights=weights)
+    return model, lambda steps: keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(3e-3, steps))
 
 
 def digits(model, seed):
@@ -133,10 +143,41 @@ def gated_rows(model, held, test, profile):
     return rows
 
 
+def mixture_rows(model, held, test, profile):
+    """Accuracy and cost of the whole mixture, then of the graph pruned for
+    each budget, by each pruning rule (no calibration: a pruned graph costs
+    the same for every image)."""
+    (x_test, y_test), full = test, profile.flops
+    trained_rule = model.pruning
+    rows = []
+    print("| budget | pruning | edges run | MFLOPs | fraction of full | test accuracy |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    logits = model.predict(x_test, verbose=0)
+    rows.append(("whole mixture", 1.0, 1.0, full, accuracy(logits, y_test)))
+    print(f"| - | whole mixture | {len(model.edges)} | {full / 1e6:.3f} | 1.000 | {rows[-1][4]:.4f} |")
+    for rule in ("probability", "cost"):
+        model.pruning = rule
+        for b in (0.3, 0.4) + BUDGETS[:-1]:
+            if b < model.cheapest_budget():
+                continue
+            plan = model.plan(b)
+            logits = model.predict(x_test, budget=b)
+            acc = accuracy(logits, y_test)
+            runs = sum(model.graph[i].prunable for i in plan.edges)
+            rows.append((rule, b, plan.flops / full, plan.flops, acc))
+            print(f"| {b:.2f} | {rule} | {runs} | {plan.flops / 1e6:.3f} | {plan.flops / full:.3f} | "
+                  f"{acc:.4f} |")
+    model.pruning = trained_rule
+    print("(no calibration: pruning reads only the learned keep probabilities; the "
+          f"{len(held[0])} held-out training images are unused)")
+    return rows
+
+
 # --model -> (constructor, label, default epochs, evaluation)
 MODELS = {
     "msdnet": (msdnet_digits, "MSDNetTiny", 12, multi_exit_rows),
     "dmnn": (dmnn_digits, "DMNN-ResNet (N = 2, t = 0.5)", 16, gated_rows),
+    "cnmm": (cnmm_digits, "CNMMTiny", 16, mixture_rows),
 }
 
 
@@ -144,7 +185,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="msdnet", choices=sorted(MODELS))
     parser.add_argument("--epochs", type=int, default=None,
-                        help="training epochs (default: 12 for msdnet, 16 for dmnn)")
+                        help="training epochs (default: 12 for msdnet, 16 for dmnn and cnmm)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", default=None,
                         help="skip training: a .weights.h5 of the same model (see --save)")
@@ -185,7 +226,7 @@ def main(argv=None):
         return rows
     fig, ax = plt.subplots(figsize=(5, 3.5))
     markers = {"exit": "o", "anytime": "s", "budgeted": "^", "topk": "s", "calibrated": "^",
-               "as trained": "*"}
+               "as trained": "*", "whole mixture": "*", "probability": "s", "cost": "^"}
     for kind, marker in markers.items():
         pts = [(r[3] / 1e6, r[4]) for r in rows if r[0] == kind]
         if pts:

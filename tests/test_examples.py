@@ -88,6 +88,20 @@ def test_dmnn_job_writes_accuracy_against_cost(eval_example, tmp_path):
     assert np.all((costs > 0) & (costs <= 1.0 + 1e-6))
 
 
+def test_cnmm_job_writes_accuracy_against_cost(eval_example, tmp_path):
+    eval_example.main(["--model", "cnmm", "--epochs", "2", "--out", str(tmp_path)])
+    rows = _read_csv(tmp_path)
+    (whole,) = _by_kind(rows, "whole mixture").values()
+    assert whole["fraction_of_full_flops"] == 1.0 and whole["test_accuracy"] > 0.5
+    for rule in ("probability", "cost"):
+        pruned = _by_kind(rows, rule)
+        assert pruned, f"no budget reachable by {rule} pruning"
+        budgets = sorted(pruned, key=float)
+        fractions = [pruned[b]["fraction_of_full_flops"] for b in budgets]
+        assert all(f <= float(b) + 1e-6 for f, b in zip(fractions, budgets))
+        assert fractions == sorted(fractions)  # a lower budget never runs more
+
+
 def test_benchmark_reports_each_budget_and_the_state(monkeypatch, capsys):
     # The speed tables in the README come from `examples/benchmark.py`; this
     # runs it on the tiny MSDNet (timings are not checked, only that every
@@ -103,6 +117,18 @@ def test_benchmark_reports_each_budget_and_the_state(monkeypatch, capsys):
     # --state: the state each stage hands on, per image, as the stages make it.
     mib = benchmark.main(["--model", "tiny", "--state"])
     assert len(mib) == 4 and all(m > 0 for m in mib)
+
+
+def test_cnmm_benchmark_reports_each_budget(monkeypatch, capsys):
+    # The README's CNMM speed table comes from `examples/benchmark_cnmm.py`;
+    # run on the tiny CNMM, timings unchecked.
+    monkeypatch.syspath_prepend(EXAMPLES)
+    rows = _load("benchmark_cnmm").main(["--model", "tiny", "--batch", "16", "--repeats", "1",
+                                         "--budgets", "1.0", "0.5", "0.05"])
+    assert [(b, c <= b) for b, c, _ in rows] == [(1.0, True), (0.5, True)]
+    assert rows[1][1] < rows[0][1] == 1.0
+    printed = capsys.readouterr().out
+    assert "of ideal" in printed and "below the cheapest graph" in printed
 
 
 @pytest.mark.parametrize("model", ["msdnet_tiny", "dmnn_tiny"])
