@@ -356,6 +356,12 @@ def calibrate(model, data, budgets=None, batch_size=None):
     logits = model.predict(x_test, budget=0.5)
     ```
     """
+    if callable(getattr(model, "plan", None)) and not hasattr(model, "calibration"):
+        raise TypeError(
+            f"{type(model).__name__} needs no calibration: a budget picks a pruned graph, the "
+            "same for every image, from the learned keep probabilities (model.plan(budget) shows "
+            "it). Measure its accuracy per budget with model.predict(x, budget=b)."
+        )
     if not callable(getattr(model, "calibrate", None)) or not hasattr(model, "calibration"):
         raise TypeError(
             f"calibrate() takes a model of this package (MSDNet, RANet, DMNN); got "

@@ -183,6 +183,11 @@ def test_segmentation_predicts_every_pixel_of_odd_sized_images():
     model.fit(x, np.zeros((2, 7, 9), "int32"), epochs=1, verbose=0)
 
 
+def test_calibrating_a_mixture_says_it_needs_none(tiny):
+    with pytest.raises(TypeError, match="needs no calibration"):
+        adaptive_zoo.calibrate(tiny, (_images(), np.zeros(6, "int32")))
+
+
 def test_no_published_checkpoint_says_how_to_make_one():
     with pytest.raises(ValueError, match="neither code nor checkpoints"):
         adaptive_zoo.CNMMCIFAR(weights="imagenet")
