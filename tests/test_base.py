@@ -14,6 +14,7 @@ TINY_DMNN = dict(depths=(1, 2), base_width=8, sub_blocks=2, cifar_stem=True, inp
 FAMILIES = {
     "msdnet": lambda **kw: az.MSDNetTiny(**{"num_classes": 5, **kw}),
     "dmnn": lambda **kw: az.DMNNResNet(**{**TINY_DMNN, **kw}),
+    "cnmm": lambda **kw: az.CNMMTiny(**{"num_classes": 5, **kw}),
 }
 
 
@@ -56,6 +57,7 @@ MIXED = {
     "msdnet": lambda: az.MSDNetTiny(num_classes=5),
     "ranet": _tiny_ranet,
     "dmnn": lambda: az.DMNNResNet(**{**TINY_DMNN, "input_shape": (16, 16, 1)}),
+    "cnmm": lambda: az.CNMMTiny(num_classes=5, input_shape=(16, 16, 1)),
 }
 
 
@@ -84,7 +86,7 @@ def test_mixed_precision_inference_follows_the_float32_model(family, policy):
     assert np.all(cost > 0)
 
 
-@pytest.mark.parametrize("family", ["msdnet", "dmnn"])
+@pytest.mark.parametrize("family", ["msdnet", "dmnn", "cnmm"])
 def test_mixed_precision_training_runs(family, policy):
     policy("mixed_bfloat16")
     model = MIXED[family]()

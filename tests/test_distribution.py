@@ -1,4 +1,4 @@
-"""Training on several devices: Keras' distribution API on JAX and
+"""Training on several devices (MSDNet, DMNN and CNMM): Keras' distribution API on JAX and
 tf.distribute on TensorFlow, each on two virtual CPU devices.
 
 The device count must be set before the backend starts, so each case runs in
@@ -44,19 +44,31 @@ def dmnn():
     keras.utils.set_random_seed(0)
     return adaptive_zoo.DMNNResNet(depths=(2, 2), base_width=8, sub_blocks=2, cifar_stem=True,
                                    num_classes=10, input_shape=(8, 8, 1), target_rate=0.5, seed=0)
+
+def cnmm():
+    keras.utils.set_random_seed(0)
+    return adaptive_zoo.CNMMTiny(seed=0)
+
+def pruned_runs(model, x):
+    # A pruned graph after distributed training: its logits and its cost.
+    logits, cost = model.predict(x, budget=0.5, return_cost=True)
+    assert np.isfinite(logits).all()
+    return float(cost[0] / adaptive_zoo.profile(model).flops)
 """
 
 _JAX = _COMMON + r"""
 devices = keras.distribution.list_devices("cpu")
 keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
 result = {"devices": len(devices)}
-for name, make in (("msdnet", msdnet), ("dmnn", dmnn)):
+for name, make in (("msdnet", msdnet), ("dmnn", dmnn), ("cnmm", cnmm)):
     model, x, y, losses = train(make)
     kernel = model.trainable_variables[0].value
     result[name] = {"losses": [float(v) for v in losses],
                     "replicas": len(kernel.sharding.device_set)}
     if name == "msdnet":
         result["budget"] = spent_at_half(model, x, y)
+    if name == "cnmm":
+        result["pruned"] = pruned_runs(model, x)
 json.dump(result, sys.stdout)
 """
 
@@ -66,7 +78,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 result = {"devices": strategy.num_replicas_in_sync}
-for name, make in (("msdnet", msdnet), ("dmnn", dmnn)):
+for name, make in (("msdnet", msdnet), ("dmnn", dmnn), ("cnmm", cnmm)):
     with strategy.scope():
         model, x, y, losses = train(make)
     kernel = model.trainable_variables[0].value
@@ -74,6 +86,8 @@ for name, make in (("msdnet", msdnet), ("dmnn", dmnn)):
     result[name] = {"losses": [float(v) for v in losses], "replicas": replicas}
     if name == "msdnet":
         result["budget"] = spent_at_half(model, x, y)
+    if name == "cnmm":
+        result["pruned"] = pruned_runs(model, x)
 json.dump(result, sys.stdout)
 """
 
@@ -90,11 +104,12 @@ def _run(script, env_extra):
 
 def _check(result):
     assert result["devices"] == 2
-    for name in ("msdnet", "dmnn"):
+    for name in ("msdnet", "dmnn", "cnmm"):
         losses = result[name]["losses"]
         assert all(v == v and abs(v) < 1e3 for v in losses), (name, losses)
         assert result[name]["replicas"] == 2, (name, result[name])
     assert abs(result["budget"] - 0.5) <= 0.05 * 0.5
+    assert 0 < result["pruned"] <= 0.5
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="Keras' distribution API is JAX's")
