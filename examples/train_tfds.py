@@ -30,13 +30,16 @@ the global batch; not on PyTorch, whose DDP we do not cover).
 The first `--holdout` training images (CIFAR 5,000, ImageNet 50,000, as the
 MSDNet authors hold out; DMNN, whose calibration keeps its images in memory,
 CIFAR 5,000 and ImageNet 10,000) are not trained on: they calibrate the
-budgets. Training resumes where it stopped if the same command is run again
+budgets. CNMM needs no calibration (a budget is a pruned graph) and holds
+nothing out by default; the CNMM recipe is the same SGD schedule, ours (the
+paper's is not public). Training resumes where it stopped if the same command is run again
 (`keras.callbacks.BackupAndRestore` in `<out>.partial/`); the results appear
 in `--out` only when everything has finished:
 - `model.keras`: the trained model with its calibration;
 - `model.weights.h5`: its weights, for `weights=` of the same constructor;
-- `results.json`: test accuracy and mean FLOPs per exit (multi-exit models)
-  or with the gates as trained (DMNN), and at each calibrated budget; the
+- `results.json`: test accuracy and mean FLOPs per exit (multi-exit models),
+  with the gates as trained (DMNN) or of the whole mixture (CNMM), and at
+  each calibrated (CNMM: reachable) budget; the
   constructor and its arguments; the SHA-256 of the weights file; the commit
   and backend. Its `manifest_entry` is the entry `weights/manifest.json`
   needs when the file is published (add the URL and a registered name).
@@ -72,11 +75,13 @@ MODELS = {
     "ranet_imagenet": ("RANetImageNet", lambda d: {"n_channels": 64}, "ranet"),
     "dmnn50_cifar": ("DMNN50CIFAR", lambda d: _dmnn_arguments(d, sub_blocks=4, target_rate=0.7), "dmnn"),
     "dmnn50": ("DMNN50", lambda d: _dmnn_arguments(d, sub_blocks=2, target_rate=0.5), "dmnn"),
+    "cnmm_cifar": ("CNMMCIFAR", lambda d: {}, "cnmm"),
     # Small ones, for a first try of the pipeline (and the tests).
     "msdnet_tiny": ("MSDNetTiny", lambda d: {"input_shape": (32, 32, 3)}, "msdnet"),
     "dmnn_tiny": ("DMNNResNet", lambda d: dict(_dmnn_arguments(d, sub_blocks=2, target_rate=0.5),
                                                depths=(2, 2), base_width=4, cifar_stem=True,
                                                input_shape=(32, 32, 3)), "dmnn"),
+    "cnmm_tiny": ("CNMM", lambda d: {"depth": 3, "widths": (4, 8), "input_shape": (32, 32, 3)}, "cnmm"),
 }
 
 
@@ -94,7 +99,9 @@ def recipe(dataset, epochs=None, batch_size=None, holdout=None, family="msdnet")
     rate rule for `dataset`, with any of them overridden."""
     imagenet = dataset == "imagenet"
     epochs = epochs or (90 if imagenet else 300)
-    if holdout is None:
+    if holdout is None and family == "cnmm":
+        holdout = 0  # nothing to calibrate
+    elif holdout is None:
         holdout = (10000 if family == "dmnn" else 50000) if imagenet else 5000
     if imagenet:
         drops = list(range(30, epochs, 30))
@@ -130,9 +137,11 @@ def data_parallel():
 
 
 def _splits(dataset, holdout):
+    """Training, held-out (None if `holdout` is 0) and test splits."""
+    held = f"train[:{holdout}]" if holdout else None
     if dataset == "imagenet":
-        return f"train[{holdout}:]", f"train[:{holdout}]", "validation"
-    return f"train[{holdout}:]", f"train[:{holdout}]", "test"
+        return f"train[{holdout}:]", held, "validation"
+    return f"train[{holdout}:]", held, "test"
 
 
 def _commit():
@@ -156,21 +165,23 @@ def _row(kind, accuracy, fraction, **where):
 
 
 def measure(model, family, test, budgets, full):
-    """Test accuracy and mean FLOPs (fraction of `full`): per exit or with
-    the gates as trained, then at each budget (calibrated), batch by batch.
+    """Test accuracy and mean FLOPs (fraction of `full`): per exit, with the
+    gates as trained or of the whole mixture, then at each budget, batch by
+    batch.
     The first pass over `test` also reads its labels for the budget passes."""
     labels, correct, spent = [], 0, []
     for images, y in test:
         y, images = np.asarray(y), np.asarray(images)
         labels.append(y)
-        if family == "dmnn":
-            logits, cost = model.predict(images, batch_size=len(y), return_cost=True)
+        if family in ("dmnn", "cnmm"):
+            logits, cost = model.predict(images, batch_size=len(y), budget=None, return_cost=True)
             correct, spent = correct + np.sum(logits.argmax(-1) == y), spent + [cost]
         else:
             correct = correct + np.sum(model.predict_all_exits(images).argmax(-1) == y[None, :], axis=1)
     labels = np.concatenate(labels)
-    if family == "dmnn":
-        rows = [_row("gates as trained", correct / len(labels), float(np.mean(np.concatenate(spent))) / full)]
+    if family in ("dmnn", "cnmm"):
+        kind = "gates as trained" if family == "dmnn" else "whole mixture"
+        rows = [_row(kind, correct / len(labels), float(np.mean(np.concatenate(spent))) / full)]
     else:
         rows = [_row("exit", hits / len(labels), flops / full, exit=k)
                 for k, (hits, flops) in enumerate(zip(correct, model.exit_flops()))]
@@ -203,6 +214,9 @@ def main(argv=None):
     if os.path.exists(out):
         raise SystemExit(f"{out} exists; choose a new --out (results are never overwritten).")
     constructor, arguments, family = MODELS[args.model]
+    if family == "cnmm" and args.holdout:
+        raise SystemExit("--holdout: a CNMM needs no calibration (a budget is a pruned graph), so "
+                         "no training images are held out for it; leave --holdout out.")
     arguments = dict(arguments(args.dataset), num_classes=NUM_CLASSES[args.dataset])
     plan = recipe(args.dataset, args.epochs, args.batch_size, args.holdout, family)
 
@@ -227,7 +241,8 @@ def _train(args, out, constructor, arguments, family, plan, devices, argv):
                               training=training, seed=args.seed)
 
     # Fails here, before any training, if the dataset is not prepared.
-    train, held, test = load(train_split, training=True), load(held_split), load(test_split)
+    train, test = load(train_split, training=True), load(test_split)
+    held = None if held_split is None else load(held_split)
     model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-4),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
@@ -240,8 +255,10 @@ def _train(args, out, constructor, arguments, family, plan, devices, argv):
     ])
     seconds = time.perf_counter() - start
 
-    calibration = model.calibrate(held)
-    low, high = calibration.budget_range
+    if family == "cnmm":  # no calibration: every budget down to the cheapest graph
+        low, high = model.cheapest_budget(), 1.0
+    else:
+        low, high = model.calibrate(held).budget_range
     budgets = [b for b in (float(b) for b in args.budgets.split(",")) if low <= b <= high]
     profile = adaptive_zoo.profile(model)
     full = float(profile.flops)
@@ -268,7 +285,8 @@ def _train(args, out, constructor, arguments, family, plan, devices, argv):
         "arguments": arguments,
         "mflops": full / 1e6,
         "params": int(profile.params),
-        "calibrated_budgets": [low, high],
+        "calibrated_budgets": None if family == "cnmm" else [low, high],
+        "budget_range": [low, high],
         "test": rows,
         "weights_sha256": sha256,
         "manifest_entry": {

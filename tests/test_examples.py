@@ -131,16 +131,22 @@ def test_cnmm_benchmark_reports_each_budget(monkeypatch, capsys):
     assert "of ideal" in printed and "below the cheapest graph" in printed
 
 
-@pytest.mark.parametrize("model", ["msdnet_tiny", "dmnn_tiny"])
+@pytest.mark.parametrize("model", ["msdnet_tiny", "dmnn_tiny", "cnmm_tiny"])
 def test_training_on_a_tfds_copy_writes_a_measured_checkpoint(model, tmp_path):
     # `examples/train_tfds.py`, the README's path for a user with CIFAR or
     # ImageNet, end to end on tfds' mock CIFAR-100: trains, calibrates on the
-    # held-out images, measures the test split and saves, all or nothing.
+    # held-out images (CNMM: none), measures the test split and saves, all or
+    # nothing.
     tfds = pytest.importorskip("tensorflow_datasets")
     train = _load("train_tfds")
     out = tmp_path / "run"
     args = ["--model", model, "--dataset", "cifar100", "--out", str(out), "--epochs", "1",
-            "--batch-size", "16", "--holdout", "16", "--budgets", "0.75,1.0"]
+            "--batch-size", "16", "--budgets", "0.75,1.0"]
+    if model != "cnmm_tiny":
+        args += ["--holdout", "16"]
+    else:
+        with pytest.raises(SystemExit, match="needs no calibration"):
+            train.main(args + ["--holdout", "16"])
     with tfds.testing.mock_data(num_examples=48):
         results = train.main(args)
     assert sorted(os.listdir(tmp_path)) == ["run"]  # no `run.partial` left behind
@@ -151,12 +157,18 @@ def test_training_on_a_tfds_copy_writes_a_measured_checkpoint(model, tmp_path):
     assert entry["sha256"] == train._sha256(str(out / "model.weights.h5"))
     assert entry["measured"] and all(m["script"] and m["commit"] for m in entry["measured"])
     kinds = [row["kind"] for row in results["test"]]
-    assert kinds[0] == ("gates as trained" if model == "dmnn_tiny" else "exit") and "budget" in kinds
+    first = {"dmnn_tiny": "gates as trained", "cnmm_tiny": "whole mixture"}.get(model, "exit")
+    assert kinds[0] == first and "budget" in kinds
     assert all(0.0 <= row["accuracy"] <= 1.0 for row in results["test"])
     # The saved model carries its calibration; the weights load into the
     # same constructor.
     loaded = keras.saving.load_model(str(out / "model.keras"))
-    assert loaded.calibration is not None
+    if model == "cnmm_tiny":
+        assert results["splits"]["calibration"] is None and results["calibrated_budgets"] is None
+        budget_rows = [row for row in results["test"] if row["kind"] == "budget"]
+        assert all(row["fraction_of_full_flops"] <= row["budget"] for row in budget_rows)
+    else:
+        assert loaded.calibration is not None
     getattr(adaptive_zoo, results["constructor"])(weights=str(out / "model.weights.h5"),
                                                   **results["arguments"])
     with pytest.raises(SystemExit, match="exists"):
