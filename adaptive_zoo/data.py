@@ -1,5 +1,6 @@
 """Datasets: scikit-learn's bundled digits, Fashion-MNIST from the Debian
-package, and tfds pipelines for CIFAR-10/100 and ImageNet from the user's copy.
+package, and tfds pipelines for CIFAR-10/100 and ImageNet from the user's copy
+(and, for semantic segmentation, the Oxford-IIIT Pet masks).
 
 Every loader returns NHWC float32 images and integer labels. Nothing is
 downloaded at run time: a missing dataset is an error that says how to get it.
@@ -23,6 +24,7 @@ __all__ = [
     "load_digits",
     "load_fashion_mnist",
     "load_tfds",
+    "load_tfds_segmentation",
     "split_holdout",
 ]
 
@@ -185,6 +187,37 @@ def authors_normalization(name):
 _TFDS_NAMES = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet": "imagenet2012"}
 
 
+def _tfds_modules():
+    try:
+        import keras
+        import tensorflow as tf
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        raise ImportError("tfds pipelines need: pip install 'adaptive-zoo[data,tensorflow]'") from error
+    return keras, tf, tfds
+
+
+def _tfds_split(name, tfds_name, split, data_dir, training, seed, manual_dir=None):
+    """The examples of `split` from the user's prepared copy (ImageNet:
+    prepared from `manual_dir` first), or a `FileNotFoundError` that says
+    how to prepare it. Nothing is downloaded."""
+    _, _, tfds = _tfds_modules()
+    builder = tfds.builder(tfds_name, data_dir=data_dir)
+    if manual_dir and not builder.is_prepared():
+        config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+        builder.download_and_prepare(download_config=config)
+    try:
+        return builder.as_dataset(split=split, shuffle_files=training,
+                                  read_config=tfds.ReadConfig(shuffle_seed=seed))
+    except AssertionError as error:  # tfds' "could not find data"
+        where = data_dir or "the default tfds data_dir (~/tensorflow_datasets)"
+        raise FileNotFoundError(
+            f"{name} is not prepared in {where}. Prepare it where you have internet "
+            f"(tfds.builder('{tfds_name}').download_and_prepare()) and pass data_dir=; "
+            "for ImageNet pass manual_dir= with the ILSVRC2012 tar files."
+        ) from error
+
+
 def load_tfds(name, split, data_dir=None, manual_dir=None, batch_size=64, image_size=None,
               label_key="label", normalize=True, training=False, seed=None, shuffle_buffer=None):
     """A batched `tf.data` pipeline of `(images, labels)` from the user's copy.
@@ -228,26 +261,9 @@ def load_tfds(name, split, data_dir=None, manual_dir=None, batch_size=64, image_
     batch_size = positive_integer(batch_size, "batch_size")
     shuffle_buffer = (10 * batch_size if shuffle_buffer is None
                       else positive_integer(shuffle_buffer, "shuffle_buffer"))
-    try:
-        import keras
-        import tensorflow as tf
-        import tensorflow_datasets as tfds
-    except ImportError as error:
-        raise ImportError("tfds pipelines need: pip install 'adaptive-zoo[data,tensorflow]'") from error
-    builder = tfds.builder(_TFDS_NAMES[name], data_dir=data_dir)
-    if name == "imagenet" and manual_dir and not builder.is_prepared():
-        config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-        builder.download_and_prepare(download_config=config)
-    try:
-        ds = builder.as_dataset(split=split, shuffle_files=training,
-                                read_config=tfds.ReadConfig(shuffle_seed=seed))
-    except AssertionError as error:  # tfds' "could not find data"
-        where = data_dir or "the default tfds data_dir (~/tensorflow_datasets)"
-        raise FileNotFoundError(
-            f"{name} is not prepared in {where}. Prepare it where you have internet "
-            f"(tfds.builder('{_TFDS_NAMES[name]}').download_and_prepare()) and pass data_dir=; "
-            "for ImageNet pass manual_dir= with the ILSVRC2012 tar files."
-        ) from error
+    keras, tf, _ = _tfds_modules()
+    ds = _tfds_split(name, _TFDS_NAMES[name], split, data_dir, training, seed,
+                     manual_dir=manual_dir if name == "imagenet" else None)
     size = image_size or (224 if name == "imagenet" else None)
     # Keras' preprocessing layers run as TensorFlow ops inside tf.data, on
     # any backend.
@@ -280,3 +296,66 @@ def load_tfds(name, split, data_dir=None, manual_dir=None, batch_size=64, image_
         norm = authors_normalization(name)
         ds = ds.map(lambda images, labels: (norm(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(2)
+
+
+# name -> (tfds name, number of classes, what to subtract from the stored mask)
+_SEGMENTATION = {"oxford_iiit_pet": ("oxford_iiit_pet", 3, 1)}
+
+
+def load_tfds_segmentation(name, split, data_dir=None, batch_size=16, image_size=128,
+                           training=False, seed=None, shuffle_buffer=None):
+    """A batched `tf.data` pipeline of `(images, masks)` for semantic
+    segmentation, from the user's prepared copy (nothing is downloaded).
+
+    Oxford-IIIT Pet: tfds' `segmentation_mask` (1 pet, 2 background, 3
+    border) becomes classes 0, 1, 2. Images are resized to `image_size`
+    square (bilinear; aspect ratio not kept) and scaled to [0, 1]; masks
+    with nearest neighbours. With `training=True` the examples are shuffled
+    and image and mask are flipped together (Keras' `RandomFlip` on their
+    stacked channels).
+
+    Args:
+        name: "oxford_iiit_pet".
+        split: a tfds split ("train", "test", "train[:90%]").
+        data_dir: tfds data directory with the prepared dataset.
+        batch_size: batch size.
+        image_size: the square size of images and masks.
+        training: shuffle and flip (for a training split).
+        seed: seed of the shuffling and flips.
+        shuffle_buffer: with `training`, examples the shuffle draws from
+            (default: 10 batches).
+
+    Returns:
+        A `tf.data.Dataset` of float32 images `(batch, s, s, 3)` and int32
+        masks `(batch, s, s)`, for `CNMM(task="segmentation", num_classes=3)`
+        and `keras.metrics.MeanIoU(num_classes=3, sparse_y_pred=False)`.
+
+    Example:
+    ```python
+    train = adaptive_zoo.data.load_tfds_segmentation("oxford_iiit_pet", "train",
+                                                     data_dir="~/tensorflow_datasets")
+    ```
+    """
+    if name not in _SEGMENTATION:
+        raise ValueError(f"Unknown segmentation dataset {name!r}; known: {sorted(_SEGMENTATION)}.")
+    tfds_name, _, offset = _SEGMENTATION[name]
+    batch_size = positive_integer(batch_size, "batch_size")
+    size = positive_integer(image_size, "image_size")
+    shuffle_buffer = (10 * batch_size if shuffle_buffer is None
+                      else positive_integer(shuffle_buffer, "shuffle_buffer"))
+    keras, tf, _ = _tfds_modules()
+    ds = _tfds_split(name, tfds_name, split, data_dir, training, seed)
+    flip = keras.layers.RandomFlip("horizontal", seed=seed)
+
+    def prepare(example):
+        image = tf.image.resize(tf.cast(example["image"], tf.float32) / 255.0, (size, size))
+        mask = tf.image.resize(example["segmentation_mask"], (size, size), method="nearest")
+        mask = tf.cast(mask, tf.float32) - offset
+        if training:  # one flip for both: stack, flip, split
+            both = flip(tf.concat([image, mask], axis=-1), training=True)
+            image, mask = both[..., :3], both[..., 3:]
+        return image, tf.cast(mask[..., 0], tf.int32)
+
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed)
+    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)

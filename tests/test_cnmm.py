@@ -183,6 +183,24 @@ def test_segmentation_predicts_every_pixel_of_odd_sized_images():
     model.fit(x, np.zeros((2, 7, 9), "int32"), epochs=1, verbose=0)
 
 
+def test_segmentation_trains_on_a_tfds_pipeline_with_keras_mean_iou():
+    # The README's segmentation path on tfds' mock Oxford-IIIT Pet (its masks
+    # are random bytes: taken modulo 3 here to be labels).
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=8):
+        train = data.load_tfds_segmentation("oxford_iiit_pet", "train", batch_size=4, image_size=16,
+                                            training=True, seed=0)
+        train = train.map(lambda x, y: (x, y % 3))
+        model = adaptive_zoo.CNMM(depth=3, widths=(4, 8), task="segmentation", num_classes=3,
+                                  input_shape=(16, 16, 3))
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=[keras.metrics.MeanIoU(num_classes=3, sparse_y_pred=False)])
+        history = model.fit(train, epochs=1, verbose=0)
+        assert 0.0 <= history.history["mean_io_u"][-1] <= 1.0
+        masks = model.predict(train, budget=0.6, verbose=0).argmax(-1)
+    assert masks.shape == (8, 16, 16) and set(np.unique(masks)) <= {0, 1, 2}
+
+
 def test_calibrating_a_mixture_says_it_needs_none(tiny):
     with pytest.raises(TypeError, match="needs no calibration"):
         adaptive_zoo.calibrate(tiny, (_images(), np.zeros(6, "int32")))

@@ -137,3 +137,39 @@ def test_fashion_mnist_from_idx_files_resized(tmp_path):
     # Half the size: each pixel is the mean of a 2x2 block.
     pooled = (images / 255.0).reshape(3, 14, 2, 14, 2).mean(axis=(2, 4))
     np.testing.assert_allclose(small[..., 0], pooled, rtol=1e-5)
+
+
+def test_segmentation_pipeline_resizes_and_flips_image_and_mask_together():
+    # tfds' mock examples have random images and random-byte masks of other
+    # sizes than their images; the pipeline brings both to the same square.
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=8):
+        plain = list(data.load_tfds_segmentation("oxford_iiit_pet", "train", batch_size=8, image_size=12))
+        flipped = list(data.load_tfds_segmentation("oxford_iiit_pet", "train", batch_size=8, image_size=12,
+                                                   training=True, seed=1))
+    (images, masks), = [(np.asarray(x), np.asarray(y)) for x, y in plain]
+    assert images.shape == (8, 12, 12, 3) and images.dtype == np.float32
+    assert masks.shape == (8, 12, 12) and masks.dtype == np.int32
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert masks.min() >= -1  # stored masks are 1, 2, 3 (mock: any byte) minus 1
+    (aug_images, aug_masks), = [(np.asarray(x), np.asarray(y)) for x, y in flipped]
+    mirrored = 0
+    for image, mask in zip(aug_images, aug_masks):
+        i = int(np.argmin([min(np.abs(image - o).max(), np.abs(image[:, ::-1] - o).max()) for o in images]))
+        if np.abs(image - images[i]).max() < 1e-5:
+            np.testing.assert_array_equal(mask, masks[i])
+        else:
+            np.testing.assert_allclose(image[:, ::-1], images[i], atol=1e-5)
+            np.testing.assert_array_equal(mask[:, ::-1], masks[i])
+            mirrored += 1
+    assert 0 < mirrored < 8
+
+
+def test_segmentation_pipeline_errors_are_named(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    with pytest.raises(FileNotFoundError, match="oxford_iiit_pet is not prepared"):
+        data.load_tfds_segmentation("oxford_iiit_pet", "test", data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="Unknown segmentation dataset"):
+        data.load_tfds_segmentation("voc", "test")
+    with pytest.raises(ValueError, match="image_size"):
+        data.load_tfds_segmentation("oxford_iiit_pet", "test", image_size=0)
