@@ -141,7 +141,7 @@ def test_budget_below_the_cheapest_graph_names_it(tiny):
         tiny.plan(cheapest * 0.9)
 
 
-def test_fit_learns_the_digits_and_pruning_trades_accuracy_for_cost(trained):
+def test_fit_learns_the_digits_and_a_pruned_graph_still_classifies(trained):
     model, history, (x_test, y_test) = trained
     losses = history.history["loss"]
     assert losses[-1] < losses[0] * 0.5
