@@ -298,8 +298,8 @@ def load_tfds(name, split, data_dir=None, manual_dir=None, batch_size=64, image_
     return ds.prefetch(2)
 
 
-# name -> (tfds name, number of classes, what to subtract from the stored mask)
-_SEGMENTATION = {"oxford_iiit_pet": ("oxford_iiit_pet", 3, 1)}
+# name -> (tfds name, what to subtract from the stored mask)
+_SEGMENTATION = {"oxford_iiit_pet": ("oxford_iiit_pet", 1)}
 
 
 def load_tfds_segmentation(name, split, data_dir=None, batch_size=16, image_size=128,
@@ -338,7 +338,7 @@ def load_tfds_segmentation(name, split, data_dir=None, batch_size=16, image_size
     """
     if name not in _SEGMENTATION:
         raise ValueError(f"Unknown segmentation dataset {name!r}; known: {sorted(_SEGMENTATION)}.")
-    tfds_name, _, offset = _SEGMENTATION[name]
+    tfds_name, offset = _SEGMENTATION[name]
     batch_size = positive_integer(batch_size, "batch_size")
     size = positive_integer(image_size, "image_size")
     shuffle_buffer = (10 * batch_size if shuffle_buffer is None

@@ -107,6 +107,9 @@ class CNMM(ZooModel):
         self.sizes = self._scale_sizes()
         self.output_node = (self.depth - 1, scales - 1 if task == "classification" else 0)
         self.graph = self._make_graph()
+        # The graph is fixed at construction: its costs are computed once.
+        self._edge_flops = tuple(
+            int(e.layer.flops(self._node_shape(e.source))) for e in self.graph)
         self.edges = [e.layer for e in self.graph if e.prunable]
         self.stem = [e.layer for e in self.graph if not e.prunable]
         if task == "classification":
@@ -178,7 +181,7 @@ class CNMM(ZooModel):
     # ------------------------------------------------------------------ #
     def edge_flops(self):
         """FLOPs of every edge of `graph` for one image."""
-        return [e.layer.flops(self._node_shape(e.source)) for e in self.graph]
+        return list(self._edge_flops)
 
     def head_flops(self):
         h, w, c = self._node_shape(self.output_node)
@@ -189,7 +192,7 @@ class CNMM(ZooModel):
         return cost.conv_flops(c, self.num_classes, 1, h, w)
 
     def full_flops(self):
-        return sum(self.edge_flops()) + self.head_flops()
+        return sum(self._edge_flops) + self.head_flops()
 
     def cost_profile(self):
         return self.full_flops(), None
@@ -234,16 +237,15 @@ class CNMM(ZooModel):
 
     def _prune(self, scores, limit):
         return budget_lib.prune_mixture(
-            [(e.source, e.target) for e in self.graph], self.edge_flops(),
+            [(e.source, e.target) for e in self.graph], self._edge_flops,
             [e.prunable for e in self.graph], scores, IMAGE, self.output_node, limit)
 
     def _scores(self):
         """`budget.pruning_scores` of every edge of `graph` (0 for the stem)."""
         scores = np.zeros(len(self.graph))
         prunable = [i for i, e in enumerate(self.graph) if e.prunable]
-        flops = self.edge_flops()
         scores[prunable] = budget_lib.pruning_scores(
-            self.keep_probabilities(), [flops[i] for i in prunable], self.pruning)
+            self.keep_probabilities(), [self._edge_flops[i] for i in prunable], self.pruning)
         return scores
 
     # ------------------------------------------------------------------ #

@@ -30,9 +30,9 @@ from adaptive_zoo import cost
 from adaptive_zoo import fast_path
 from adaptive_zoo.models.base import ZooModel
 from adaptive_zoo.models.inputs import (
-    as_float_images,
     checked_batches,
     held_out_arrays,
+    image_dtype,
     positive_batch_size,
 )
 from adaptive_zoo import losses as losses_lib
@@ -665,6 +665,8 @@ class DMNN(ZooModel):
             raise ValueError("A static DMNN (sub_blocks=1) has no gates to calibrate.")
         images, labels = held_out_arrays(data, labels_required=False)
         self._check_inputs(images)
+        # Cast once (float64 or uint8 images), not at every pass of the search.
+        images = images.astype(image_dtype(images.dtype), copy=False)
         full = self.full_flops()
         if budgets is None:
             low = min(1.0, self.cheapest_budget() + 0.05)
@@ -686,7 +688,7 @@ class DMNN(ZooModel):
             for start in range(0, len(images), size):
                 batch = images[start : start + size]
                 taus = np.full((len(batch),), tau, dtype="float32")
-                spent, classes = run(as_float_images(batch), ops.convert_to_tensor(taus))
+                spent, classes = run(ops.convert_to_tensor(batch), ops.convert_to_tensor(taus))
                 costs.append(ops.convert_to_numpy(spent))
                 predicted.append(ops.convert_to_numpy(classes))
             return float(np.mean(np.concatenate(costs))), np.concatenate(predicted)

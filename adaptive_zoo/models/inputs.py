@@ -11,6 +11,7 @@ __all__ = [
     "held_out_arrays",
     "held_out_batches",
     "image_batches",
+    "image_dtype",
     "positive_batch_size",
     "positive_integer",
 ]
@@ -76,15 +77,20 @@ def checked_batches(x, batch_size, check):
 _FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 
 
-def as_float_images(images):
-    """`images` as a tensor of a float dtype the layers take: float64 (NumPy's
-    default) and integer images (uint8 pixels) become `keras.config.floatx()`,
-    as `keras.Model.predict` would cast them; float32/16 stay as they are.
+def image_dtype(dtype):
+    """The dtype images of `dtype` are given to the layers in: float64 (NumPy's
+    default) and integers (uint8 pixels) become `keras.config.floatx()`, as
+    `keras.Model.predict` would cast them; float32/16 stay as they are.
     (PyTorch's convolutions refuse float64 inputs with float32 weights.)"""
+    dtype = keras.backend.standardize_dtype(dtype)
+    return dtype if dtype in _FLOAT_DTYPES else keras.config.floatx()
+
+
+def as_float_images(images):
+    """`images` as a tensor of the dtype `image_dtype` gives."""
     images = ops.convert_to_tensor(images)
-    if keras.backend.standardize_dtype(images.dtype) not in _FLOAT_DTYPES:
-        images = ops.cast(images, keras.config.floatx())
-    return images
+    dtype = image_dtype(images.dtype)
+    return images if dtype == keras.backend.standardize_dtype(images.dtype) else ops.cast(images, dtype)
 
 
 def image_batches(x, batch_size):
