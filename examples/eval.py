@@ -168,6 +168,8 @@ def mixture_rows(model, held, test, profile):
             print(f"| {b:.2f} | {rule} | {runs} | {plan.flops / 1e6:.3f} | {plan.flops / full:.3f} | "
                   f"{acc:.4f} |")
     model.pruning = trained_rule
+    p, initial = model.keep_probabilities(), 1.0 / (1.0 + np.exp(-model.keep_logit))
+    print(f"learned keep probabilities {p.min():.3f} to {p.max():.3f} (all {initial:.3f} before training)")
     print("(no calibration: pruning reads only the learned keep probabilities; the "
           f"{len(held[0])} held-out training images are unused)")
     return rows
