@@ -103,3 +103,68 @@ def test_a_model_level_dtype_is_refused_with_the_global_policy_named(policy):
         az.MSDNetTiny(dtype="mixed_bfloat16")
     policy("mixed_bfloat16")
     assert az.MSDNetTiny(dtype="mixed_bfloat16").dtype_policy.name == "mixed_bfloat16"
+
+
+# ---------------------------------------------------------------------- #
+# Export for serving (`ZooModel.export`).
+# ---------------------------------------------------------------------- #
+def _graph_convolutions(loaded, image_shape):
+    """Convolutions in an exported `serve` graph (its functions included)."""
+    import tensorflow as tf
+
+    graph = loaded.serve.get_concrete_function(
+        tf.TensorSpec((None,) + image_shape, tf.float32)).graph.as_graph_def()
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    return sum(n.op in ("Conv2D", "DepthwiseConv2dNative") for n in nodes)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_export_serves_what_predict_computes_and_leaves_pruned_work_out(family, tmp_path):
+    backend = keras.backend.backend()
+    model = FAMILIES[family](input_shape=(16, 16, 1))
+    if backend == "torch":
+        with pytest.raises(ValueError, match="KERAS_BACKEND=tensorflow or jax"):
+            model.export(str(tmp_path / "full"), verbose=False)
+        return
+    if family == "dmnn" and backend != "tensorflow":
+        with pytest.raises(ValueError, match="export it with KERAS_BACKEND=tensorflow"):
+            model.export(str(tmp_path / "full"), verbose=False)
+        return
+    import tensorflow as tf
+
+    x = np.random.default_rng(0).random((6, 16, 16, 1), dtype=np.float32)
+    convolutions = {}
+    low = 0.85 if family == "dmnn" else 0.6  # the tiny DMNN always runs 0.75 of itself
+    for budget in (None, low):
+        path = str(tmp_path / f"budget_{budget}")
+        model.export(path, budget=budget, verbose=False)  # no signature given: the model's own
+        loaded = tf.saved_model.load(path)
+        served = np.asarray(loaded.serve(tf.constant(x)))
+        np.testing.assert_allclose(served, model.predict(x, budget=budget, verbose=0),
+                                   rtol=1e-4, atol=1e-5)
+        if backend == "tensorflow":
+            convolutions[budget] = _graph_convolutions(loaded, (16, 16, 1))
+    if backend == "tensorflow" and family != "dmnn":
+        # The stages past the anytime exit, or the pruned edges, are not in
+        # the graph. (DMNN's graph holds every sub-block: each one gathers
+        # the images for which it is on.)
+        assert convolutions[low] < convolutions[None], convolutions
+
+
+def test_export_refuses_what_a_fixed_graph_cannot_hold(tmp_path):
+    model = az.MSDNetTiny(num_classes=5)
+    with pytest.raises(ValueError, match='a budget exports with format="tf_saved_model"'):
+        model.export(str(tmp_path / "m.onnx"), format="onnx", budget=0.5)
+    if keras.backend.backend() == "torch":
+        return
+    rng = np.random.default_rng(0)
+    model.calibrate((rng.random((40, 16, 16, 1), dtype=np.float32), rng.integers(0, 5, 40)))
+    low, high = model.calibration.budget_range
+    budget = 0.5 * (low + high)
+    with pytest.raises(ValueError, match="mode='anytime'"):
+        model.export(str(tmp_path / "budgeted"), budget=budget, verbose=False)
+    model.export(str(tmp_path / "anytime"), budget=budget, mode="anytime", verbose=False)
+    assert (tmp_path / "anytime" / "saved_model.pb").exists()
+    assert not (tmp_path / "budgeted").exists()
+    with pytest.raises(ValueError, match="budget must be a finite number"):
+        az.CNMMTiny(num_classes=5).export(str(tmp_path / "bad"), budget=1.5, verbose=False)

@@ -89,6 +89,16 @@ def test_anytime_budget_takes_the_deepest_exit_that_fits(tiny):
         assert np.allclose(cost, tiny.path_flops(k))
 
 
+def test_predict_returns_the_full_models_cost_without_a_budget(tiny):
+    # As `call` does, and as DMNN's and CNMM's `predict` do.
+    x = images()
+    logits, cost = tiny.predict(x, return_cost=True, verbose=0)
+    _, call_cost = tiny(x, return_cost=True)
+    assert logits.shape == (len(x), tiny.num_classes) and cost.shape == (len(x),)
+    np.testing.assert_allclose(cost, keras.ops.convert_to_numpy(call_cost))
+    np.testing.assert_allclose(cost, tiny.path_flops(tiny.num_exits - 1))
+
+
 def dense_simulation(model, x, thresholds):
     """Every exit computed densely; returns (each sample's logits at the
     first exit whose confidence passes its threshold, that exit)."""

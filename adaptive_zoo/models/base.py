@@ -59,6 +59,80 @@ class ZooModel(keras.Model):
         """The constructor arguments of the subclass's architecture."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ #
+    # Export.
+    # ------------------------------------------------------------------ #
+    # Whether Keras' own export (the model's traced call) runs what the model
+    # promises; DMNN's traced call is its masked reference path.
+    _exports_by_call = True
+
+    def _serving_fn(self, budget, mode):
+        """A function of an image batch that runs only what `budget` keeps,
+        or a clear `ValueError` where a fixed graph cannot."""
+        raise NotImplementedError
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
+               budget=None, mode="auto", **kwargs):
+        """Export the model for serving, optionally pruned to a budget.
+
+        Keras' `export`, with the input signature the model takes
+        (`(None, H, W, C)` float32) filled in. With `format="tf_saved_model"`
+        the artifact's `serve(images)` returns logits and runs only what the
+        budget keeps, so that the artifact is smaller in compute as well:
+
+        - MSDNet, RANet: `budget=None` the last exit; a budget the anytime
+          exit for it (stages past it are not in the graph). Budgeted batch
+          classification (after `calibrate`) decides between stages which
+          samples go on, which an exported graph cannot: export it with
+          `mode="anytime"`, or serve with `predict(x, budget=...)`.
+        - CNMM: the graph pruned for the budget (pruned edges are not in the
+          graph).
+        - DMNN: the skipping path (each sub-block gathers the images for
+          which it is on), with the gates as trained or the budget's rule. It
+          needs data-dependent shapes in the graph, so it exports under
+          `KERAS_BACKEND=tensorflow` only (weights load on any backend).
+
+        The SavedModel export works with the TensorFlow and JAX backends.
+        Other formats (`"onnx"`, ...) export the plain model, without a
+        budget, as Keras does.
+
+        Args:
+            filepath: where to write the artifact.
+            format: Keras' export format.
+            verbose: print a message when done.
+            input_signature: default `[keras.InputSpec((None, H, W, C))]`.
+            budget: `None` or a number in (0, 1], as in `call`.
+            mode: as in `call`, for the families that take it.
+            **kwargs: passed to Keras' exporter (e.g. `jax2tf_kwargs`).
+
+        Example:
+        ```python
+        model.export("cnmm_half", budget=0.5)
+        reloaded = tf.saved_model.load("cnmm_half")
+        logits = reloaded.serve(images)
+        ```
+        """
+        if input_signature is None:
+            input_signature = [keras.InputSpec(shape=self.input_shape, dtype="float32")]
+        if format != "tf_saved_model":
+            if budget is not None or not self._exports_by_call:
+                raise ValueError(
+                    f"format={format!r} exports {self.name}'s plain traced call; "
+                    + ("a budget " if budget is not None else "its skipping path ")
+                    + 'exports with format="tf_saved_model".')
+            return super().export(filepath, format=format, verbose=verbose,
+                                  input_signature=input_signature, **kwargs)
+        if keras.backend.backend() not in ("tensorflow", "jax"):
+            raise ValueError(
+                "A SavedModel exports with KERAS_BACKEND=tensorflow or jax (Keras' PyTorch export "
+                f"does not take a dynamic batch size); got {keras.backend.backend()!r}. The "
+                "weights load on any backend: model.save_weights(...) here, load_weights there.")
+        fn = self._serving_fn(budget, mode)
+        archive = keras.export.ExportArchive()
+        archive.track(self)
+        archive.add_endpoint("serve", fn, input_signature, **kwargs)
+        archive.write_out(filepath, verbose=True if verbose is None else verbose)
+
     def get_config(self):
         config = {
             "name": self.name,

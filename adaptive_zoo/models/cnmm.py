@@ -298,6 +298,14 @@ class CNMM(ZooModel):
             return logits
         return logits, ops.full((ops.shape(inputs)[0],), float(plan.flops))
 
+    def _serving_fn(self, budget, mode):
+        """`export`'s function: the whole mixture, or the graph pruned for `budget`."""
+        if mode != "auto":
+            raise ValueError(f"A CNMM has one pruning rule per model (pruning=...); mode must be "
+                             f"'auto', got {mode!r}.")
+        plan = self._full_plan() if budget is None else self.plan(budget)
+        return lambda images: self._forward(images, plan.edges, training=False)
+
     def _full_plan(self):
         return Plan(tuple(range(len(self.graph))), self.full_flops())
 

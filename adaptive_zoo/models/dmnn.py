@@ -617,6 +617,24 @@ class DMNN(ZooModel):
         logits, costs = self._predict_rule(x, rule, positive_batch_size(batch_size, 32))
         return (logits, costs) if return_cost else logits
 
+    # Keras' own export would trace `call`, whose traced path is the masked
+    # reference: `export` runs the skipping path instead.
+    _exports_by_call = False
+
+    def _serving_fn(self, budget, mode):
+        """`export`'s function: the skipping path for the gates as trained
+        (`budget=None`) or for the budget's rule (TensorFlow only)."""
+        rule = self._rule(budget, mode)
+        if self.static:
+            return lambda images: self._dense(images, training=False)[0]
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                "An exported DMNN runs each sub-block only on the images for which it is on, "
+                "which needs data-dependent shapes in the graph: export it with "
+                "KERAS_BACKEND=tensorflow (save_weights here, load_weights there), or serve "
+                "with model.predict(x, budget=...).")
+        return lambda images: self._skipping(images, rule, self._eager_pieces())[0]
+
     def _whole_skipping(self, rule):
         """The skipping path compiled as one function, where the backend
         holds data-dependent shapes (TensorFlow); else `None`."""

@@ -204,6 +204,20 @@ class MultiExitModel(ZooModel):
             state = self._stage(j, state, training=training)
         return self._exit(k, state, training=training)
 
+    def _serving_fn(self, budget, mode):
+        """`export`'s function: the last exit, or the anytime exit for `budget`."""
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}.")
+        k = self.num_exits - 1
+        if budget is not None:
+            if self._thresholds(budget, mode) is not None:
+                raise ValueError(
+                    "Budgeted batch classification decides between stages which samples go on, "
+                    "which an exported graph cannot hold. Export the anytime exit for this budget "
+                    "(mode='anytime'), or serve with model.predict(x, budget=...).")
+            k = budget_lib.anytime_exit(self.exit_flops(), budget)
+        return lambda images: self._anytime(images, k, training=False)
+
     def _thresholds(self, budget, mode):
         """Per-exit thresholds for `budget`, or None for the anytime rule."""
         budget = budget_lib.validate_budget(budget)
@@ -302,9 +316,12 @@ class MultiExitModel(ZooModel):
             NumPy logits `(N, num_classes)` (and costs `(N,)`).
         """
         if budget is None:
-            if return_cost:
-                raise ValueError("return_cost needs a budget; the full model costs profile(model).flops.")
-            return super().predict(x, batch_size=batch_size, verbose=verbose, **kwargs)
+            logits = super().predict(x, batch_size=batch_size, verbose=verbose, **kwargs)
+            if not return_cost:
+                return logits
+            # As `call`, and DMNN's and CNMM's `predict`: the last exit's cost.
+            cost_ = np.full((len(logits),), float(self.path_flops(self.num_exits - 1)), "float32")
+            return logits, cost_
         thresholds = self._thresholds(budget, mode)
         if thresholds is None:
             logits, cost = self._predict_anytime(x, batch_size, budget)
