@@ -9,8 +9,9 @@ trained, with thresholds calibrated per budget, and with the uncalibrated
 top-k rule. `--model cnmm` trains a small CNMM (a mixture of CNNs sharing
 weights) and prints accuracy and FLOPs of the whole mixture and of the graph
 pruned for each budget, by keep probability and by probability per unit of
-cost. Results go to `results/eval.csv` (and `results/eval.png` when
-matplotlib is installed).
+cost. Results go to `results/eval.csv`, and the plot of accuracy against
+FLOPs to `results/eval.png` (matplotlib, which `scripts/setup.sh` installs;
+without it the job only prints and writes the CSV).
 
     KERAS_BACKEND=jax python examples/eval.py
     KERAS_BACKEND=tensorflow python examples/eval.py --epochs 20

@@ -14,6 +14,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch first, pinned: 2.13.0 is the local CPU wheel; an unpinned torch pulls CUDA packages.
   quiet() { { "$@" 2>&1; } | { grep -v "^WARNING: Location" || true; }; }
   quiet "$VENV/bin/pip" install --quiet --disable-pip-version-check torch==2.13.0
-  quiet "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[tensorflow,jax,torch,data,test]"
+  quiet "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[tensorflow,jax,torch,data,test,plot]"
   echo "$want" > "$stamp"
 fi

@@ -70,6 +70,8 @@ def test_msdnet_job_writes_accuracy_against_cost(eval_example, tmp_path, capsys)
         # stays near the budget.
         assert abs(row["fraction_of_full_flops"] - float(budget)) < 0.1 * float(budget)
     assert all(0.0 <= row["test_accuracy"] <= 1.0 for row in rows)
+    # The set-up installs matplotlib (the `plot` extra): the job plots too.
+    assert "eval.png" in printed and os.path.getsize(os.path.join(tmp_path, "eval.png")) > 1000
 
 
 def test_dmnn_job_writes_accuracy_against_cost(eval_example, tmp_path):
