@@ -188,6 +188,40 @@ def test_exited_samples_are_not_computed_further(tiny):
         tiny._stage = original
 
 
+@pytest.mark.skipif(keras.backend.backend() == "jax",
+                    reason="the one-graph early exit is TensorFlow's (run eagerly here); "
+                           "jax.lax.cond traces both branches")
+def test_one_graph_early_exit_computes_only_the_survivors(tiny):
+    """`_graph_early_exit` (TensorFlow's predict and export), run eagerly:
+    each stage sees only the samples still running, none once all left,
+    and the results are the dense simulation's."""
+    x = images(64, seed=3)
+    seen = []
+    original = tiny._stage
+
+    def recording_stage(k, state, training=None):
+        first = state if not isinstance(state, (list, tuple)) else state[0]
+        seen.append((k, int(first.shape[0])))
+        return original(k, state, training=training)
+
+    n_exits = tiny.num_exits
+    dense0 = keras.ops.convert_to_numpy(keras.ops.softmax(tiny(x, exits="all")[0])).max(-1)
+    median = float(np.median(dense0))
+    tiny._stage = recording_stage
+    try:
+        for thresholds, stays in (([0.0] + [2.0] * (n_exits - 1), 0),
+                                  ([median] + [2.0] * (n_exits - 1), int((dense0 < median).sum()))):
+            seen.clear()
+            logits, cost = tiny._graph_early_exit(keras.ops.convert_to_tensor(x), thresholds)
+            assert seen == [(0, 64)] + [(k, stays) for k in range(1, n_exits) if stays]
+            expected, chosen = dense_simulation(tiny, x, thresholds)
+            np.testing.assert_allclose(keras.ops.convert_to_numpy(logits), expected, atol=1e-5)
+            np.testing.assert_allclose(keras.ops.convert_to_numpy(cost),
+                                       np.asarray(tiny.exit_flops())[chosen], rtol=1e-6)
+    finally:
+        tiny._stage = original
+
+
 @pytest.mark.parametrize("leaving", [0.75, 0.25])
 def test_predict_pools_the_survivors_of_consecutive_batches(tiny, leaving):
     """predict runs a late stage once a batch's worth of survivors has

@@ -80,17 +80,19 @@ class ZooModel(keras.Model):
         the artifact's `serve(images)` returns logits and runs only what the
         budget keeps, so that the artifact is smaller in compute as well:
 
-        - MSDNet, RANet: `budget=None` the last exit; a budget the anytime
-          exit for it (stages past it are not in the graph). Budgeted batch
-          classification (after `calibrate`) decides between stages which
-          samples go on, which an exported graph cannot: export it with
-          `mode="anytime"`, or serve with `predict(x, budget=...)`.
+        - MSDNet, RANet, uncalibrated (or `mode="anytime"`): `budget=None`
+          the last exit; a budget the anytime exit for it (stages past it
+          are not in the graph).
         - CNMM: the graph pruned for the budget (pruned edges are not in the
           graph).
         - DMNN: the skipping path (each sub-block gathers the images for
           which it is on), with the gates as trained or the budget's rule. It
           needs data-dependent shapes in the graph, so it exports under
           `KERAS_BACKEND=tensorflow` only (weights load on any backend).
+        - A calibrated MSDNet or RANet (budgeted batch classification): each
+          stage runs on the samples still running, a stage that none reaches
+          not at all; TensorFlow only, for the same reason. `mode="anytime"`
+          exports the anytime exit on either backend.
 
         The SavedModel export works with the TensorFlow and JAX backends.
         Other formats (`"onnx"`, ...) export the plain model, without a
@@ -122,12 +124,12 @@ class ZooModel(keras.Model):
                     + 'exports with format="tf_saved_model".')
             return super().export(filepath, format=format, verbose=verbose,
                                   input_signature=input_signature, **kwargs)
+        fn = self._serving_fn(budget, mode)  # checks the budget first
         if keras.backend.backend() not in ("tensorflow", "jax"):
             raise ValueError(
                 "A SavedModel exports with KERAS_BACKEND=tensorflow or jax (Keras' PyTorch export "
                 f"does not take a dynamic batch size); got {keras.backend.backend()!r}. The "
                 "weights load on any backend: model.save_weights(...) here, load_weights there.")
-        fn = self._serving_fn(budget, mode)
         archive = keras.export.ExportArchive()
         archive.track(self)
         archive.add_endpoint("serve", fn, input_signature, **kwargs)

@@ -16,6 +16,8 @@ Everything else is here:
 - `model.calibrate(...)`, `model.predict(x, budget=b)`.
 """
 
+import itertools
+
 import keras
 import numpy as np
 from keras import ops
@@ -210,13 +212,53 @@ class MultiExitModel(ZooModel):
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}.")
         k = self.num_exits - 1
         if budget is not None:
-            if self._thresholds(budget, mode) is not None:
-                raise ValueError(
-                    "Budgeted batch classification decides between stages which samples go on, "
-                    "which an exported graph cannot hold. Export the anytime exit for this budget "
-                    "(mode='anytime'), or serve with model.predict(x, budget=...).")
+            thresholds = self._thresholds(budget, mode)
+            if thresholds is not None:
+                if keras.backend.backend() != "tensorflow":
+                    raise ValueError(
+                        "An exported budgeted batch classification runs each stage only on the "
+                        "samples still running, which needs data-dependent shapes in the graph: "
+                        "export it with KERAS_BACKEND=tensorflow (save_weights here, load_weights "
+                        "there), export the anytime exit (mode='anytime'), or serve with "
+                        "model.predict(x, budget=...).")
+                return lambda images: self._graph_early_exit(images, thresholds)[0]
             k = budget_lib.anytime_exit(self.exit_flops(), budget)
         return lambda images: self._anytime(images, k, training=False)
+
+    def _graph_early_exit(self, images, thresholds):
+        """Budgeted batch classification inside one TensorFlow graph (what
+        `export` writes): the decisions of `_early_exit`, each stage run on
+        the samples still running, and a stage that none reaches not run at
+        all (`ops.cond`; oneDNN's convolution also mis-shapes an empty
+        batch). Returns `(logits, cost)` in the input order."""
+        exit_flops = [float(f) for f in self.exit_flops()]
+        last = self.num_exits - 1
+        batch = ops.shape(images)[0]
+
+        def run(k, state, positions, logits, cost):
+            state = self._stage(k, state, training=False)
+            out = self._exit(k, state, training=False)
+            if logits is None:  # the first stage runs on every sample
+                logits, cost = ops.zeros_like(out), ops.zeros((batch,), "float32")
+            if k == last:
+                leave = ops.ones_like(positions, dtype="bool")
+            else:
+                leave = ops.max(ops.softmax(out, axis=-1), axis=-1) >= thresholds[k]
+            gone = ops.nonzero(leave)[0]
+            where = ops.expand_dims(ops.take(positions, gone), -1)
+            logits = ops.scatter_update(logits, where, ops.take(out, gone, axis=0))
+            cost = ops.scatter_update(cost, where, ops.full(ops.shape(gone), exit_flops[k]))
+            if k == last:
+                return logits, cost
+            stay = ops.nonzero(ops.logical_not(leave))[0]
+            state = list(state) if isinstance(state, (list, tuple)) else [state]
+            rows = [ops.take(s, stay, axis=0) for s in state]
+            return ops.cond(
+                ops.size(stay) > 0,
+                lambda: run(k + 1, rows, ops.take(positions, stay), logits, cost),
+                lambda: (logits, cost))
+
+        return run(0, images, ops.arange(batch), None, None)
 
     def _thresholds(self, budget, mode):
         """Per-exit thresholds for `budget`, or None for the anytime rule."""
@@ -294,15 +336,18 @@ class MultiExitModel(ZooModel):
         """Keras' `predict`, plus the budget contract.
 
         With `budget=None` this is `keras.Model.predict` (the last exit).
-        With a budget, the batches run the early-exit path with every stage
-        compiled for the backend (`fast_path.compile_inference`), and
-        exited samples are not computed further. The samples still running
-        after an exit wait there until a batch's worth of them has gathered
-        from consecutive batches (or the data ends), and then run the next
-        stage together, a batch's worth per call: late stages do not run on
-        one or two samples at a time, and each stage sees one batch size
-        (plus the remainders when the data ends), so JAX compiles few
-        programs. Each sample's result is the same as in its batch alone.
+        With a budget, the batches run the early-exit path compiled for the
+        backend, and exited samples are not computed further. Every stage
+        is compiled (`fast_path.compile_inference`), and the samples still
+        running after an exit wait there until a batch's worth of them has
+        gathered from consecutive batches (or the data ends), and then run
+        the next stage together, a batch's worth per call: late stages do
+        not run on one or two samples at a time, and each stage sees one
+        batch size (plus the remainders when the data ends), so JAX compiles
+        few programs. Each sample's result is the same as in its batch
+        alone. On TensorFlow, data of one batch runs the whole early exit as
+        one graph instead (`_graph_early_exit`; nothing to pool, and no trip
+        to the host between stages).
 
         Args:
             x: images, a NumPy array or tensor `(N, H, W, C)`, or an
@@ -325,17 +370,31 @@ class MultiExitModel(ZooModel):
         thresholds = self._thresholds(budget, mode)
         if thresholds is None:
             logits, cost = self._predict_anytime(x, batch_size, budget)
+            return (logits, cost) if return_cost else logits
+        batches = self._checked_batches(x, batch_size, 32)
+        first = next(batches)
+        second = next(batches, None)
+        whole = self._whole_early_exit(thresholds) if second is None else None
+        if whole is not None:
+            # One batch on TensorFlow: nothing to pool; the one graph saves
+            # the trips to the host between stages.
+            logits, cost = (ops.convert_to_numpy(t) for t in whole(first))
         else:
-            run = None
-            for batch in self._checked_batches(x, batch_size, 32):
-                if run is None:
-                    pool = int(batch.shape[0])
-                    run = _ExitPipeline(
-                        self._stage_fns(compiled=True), thresholds, self.exit_flops(), pool
-                    )
+            run = _ExitPipeline(self._stage_fns(compiled=True), thresholds, self.exit_flops(),
+                                pool=int(first.shape[0]))
+            for batch in itertools.chain([first], [] if second is None else [second], batches):
                 run.push(batch)
             logits, cost = run.finish()
         return (logits, cost) if return_cost else logits
+
+    def _whole_early_exit(self, thresholds):
+        """`_graph_early_exit` for `thresholds` compiled as one function where
+        the backend holds data-dependent shapes (TensorFlow); else `None`."""
+        key = ("early_exit", tuple(thresholds))
+        if key not in self._compiled_fns:
+            self._compiled_fns[key] = fast_path.compile_dynamic(
+                lambda x: self._graph_early_exit(x, thresholds), self.variables)
+        return self._compiled_fns[key]
 
     def _predict_anytime(self, x, batch_size, budget):
         """Every sample to the one exit the anytime rule picks for `budget`."""
