@@ -1,5 +1,7 @@
 """MSDNet: the authors' function, the budget contract, real early exit, training."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -157,21 +159,30 @@ def test_compiled_predict_follows_new_weights():
     np.testing.assert_allclose(model.predict(x, budget=0.6, batch_size=60), expected, atol=1e-5)
 
 
-def test_exited_samples_are_not_computed_further(tiny):
-    """Each stage only sees the samples that have not left yet."""
-    x = images(64, seed=3)
-    seen = []
-    original = tiny._stage
+@contextlib.contextmanager
+def recording_stage_rows(model):
+    """Within it, `model._stage` appends `(stage, rows it runs on)` to the
+    list it yields."""
+    seen, original = [], model._stage
 
     def recording_stage(k, state, training=None):
         first = state if not isinstance(state, (list, tuple)) else state[0]
         seen.append((k, int(first.shape[0])))
         return original(k, state, training=training)
 
+    model._stage = recording_stage
+    try:
+        yield seen
+    finally:
+        model._stage = original
+
+
+def test_exited_samples_are_not_computed_further(tiny):
+    """Each stage only sees the samples that have not left yet."""
+    x = images(64, seed=3)
     n_exits = tiny.num_exits
     thresholds = [0.0] + [2.0] * (n_exits - 1)  # everyone leaves at exit 0
-    tiny._stage = recording_stage
-    try:
+    with recording_stage_rows(tiny) as seen:
         stages = tiny._stage_fns()
         logits, cost = tiny._early_exit(keras.ops.convert_to_tensor(x), thresholds, stages)
         assert seen == [(0, 64)]
@@ -184,8 +195,6 @@ def test_exited_samples_are_not_computed_further(tiny):
         stays = int((dense0 < median).sum())
         assert seen[0] == (0, 64)
         assert all(n == stays for k, n in seen[1:]) and len(seen) == n_exits
-    finally:
-        tiny._stage = original
 
 
 @pytest.mark.skipif(keras.backend.backend() == "jax",
@@ -196,19 +205,10 @@ def test_one_graph_early_exit_computes_only_the_survivors(tiny):
     each stage sees only the samples still running, none once all left,
     and the results are the dense simulation's."""
     x = images(64, seed=3)
-    seen = []
-    original = tiny._stage
-
-    def recording_stage(k, state, training=None):
-        first = state if not isinstance(state, (list, tuple)) else state[0]
-        seen.append((k, int(first.shape[0])))
-        return original(k, state, training=training)
-
     n_exits = tiny.num_exits
     dense0 = keras.ops.convert_to_numpy(keras.ops.softmax(tiny(x, exits="all")[0])).max(-1)
     median = float(np.median(dense0))
-    tiny._stage = recording_stage
-    try:
+    with recording_stage_rows(tiny) as seen:
         for thresholds, stays in (([0.0] + [2.0] * (n_exits - 1), 0),
                                   ([median] + [2.0] * (n_exits - 1), int((dense0 < median).sum()))):
             seen.clear()
@@ -218,8 +218,6 @@ def test_one_graph_early_exit_computes_only_the_survivors(tiny):
             np.testing.assert_allclose(keras.ops.convert_to_numpy(logits), expected, atol=1e-5)
             np.testing.assert_allclose(keras.ops.convert_to_numpy(cost),
                                        np.asarray(tiny.exit_flops())[chosen], rtol=1e-6)
-    finally:
-        tiny._stage = original
 
 
 @pytest.mark.parametrize("leaving", [0.75, 0.25])
