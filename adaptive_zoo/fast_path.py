@@ -40,6 +40,7 @@ __all__ = [
     "bucket_size",
     "compile_accumulating",
     "compile_dynamic",
+    "graphs_hold_dynamic_shapes",
     "compile_inference",
     "concatenated_rows",
     "conv2d",
@@ -253,6 +254,13 @@ def _jax_accumulating(fn, variables, then, bucket):
     return acc
 
 
+def graphs_hold_dynamic_shapes():
+    """Whether the backend's compiled graphs hold shapes that depend on
+    values (gathers of the samples a gate or an exit selects): TensorFlow's
+    do; XLA (JAX) needs static shapes, and PyTorch runs eagerly."""
+    return keras.backend.backend() == "tensorflow"
+
+
 def compile_dynamic(fn, variables):
     """Compile a whole inference function whose intermediate shapes depend on
     values (gathers of the samples a gate selects), where the backend can.
@@ -270,9 +278,7 @@ def compile_dynamic(fn, variables):
         The compiled callable, or `None`.
     """
     del variables  # tf.function reads the variables as they are at each call
-    if keras.backend.backend() == "tensorflow":
-        return _tf_any_batch(fn)
-    return None
+    return _tf_any_batch(fn) if graphs_hold_dynamic_shapes() else None
 
 
 def _tf_any_batch(fn):

@@ -627,7 +627,7 @@ class DMNN(ZooModel):
         rule = self._rule(budget, mode)
         if self.static:
             return lambda images: self._dense(images, training=False)[0]
-        if keras.backend.backend() != "tensorflow":
+        if not fast_path.graphs_hold_dynamic_shapes():
             raise ValueError(
                 "An exported DMNN runs each sub-block only on the images for which it is on, "
                 "which needs data-dependent shapes in the graph: export it with "

@@ -214,7 +214,7 @@ class MultiExitModel(ZooModel):
         if budget is not None:
             thresholds = self._thresholds(budget, mode)
             if thresholds is not None:
-                if keras.backend.backend() != "tensorflow":
+                if not fast_path.graphs_hold_dynamic_shapes():
                     raise ValueError(
                         "An exported budgeted batch classification runs each stage only on the "
                         "samples still running, which needs data-dependent shapes in the graph: "
@@ -236,14 +236,13 @@ class MultiExitModel(ZooModel):
         batch = ops.shape(images)[0]
 
         def run(k, state, positions, logits, cost):
-            state = self._stage(k, state, training=False)
-            out = self._exit(k, state, training=False)
+            state, out, confidence = self._stage_and_exit_fn(k)(*state)
             if logits is None:  # the first stage runs on every sample
                 logits, cost = ops.zeros_like(out), ops.zeros((batch,), "float32")
             if k == last:
                 leave = ops.ones_like(positions, dtype="bool")
             else:
-                leave = ops.max(ops.softmax(out, axis=-1), axis=-1) >= thresholds[k]
+                leave = confidence >= thresholds[k]
             gone = ops.nonzero(leave)[0]
             where = ops.expand_dims(ops.take(positions, gone), -1)
             logits = ops.scatter_update(logits, where, ops.take(out, gone, axis=0))
@@ -258,7 +257,7 @@ class MultiExitModel(ZooModel):
                 lambda: run(k + 1, rows, ops.take(positions, stay), logits, cost),
                 lambda: (logits, cost))
 
-        return run(0, images, ops.arange(batch), None, None)
+        return run(0, [images], ops.arange(batch), None, None)
 
     def _thresholds(self, budget, mode):
         """Per-exit thresholds for `budget`, or None for the anytime rule."""
@@ -382,7 +381,7 @@ class MultiExitModel(ZooModel):
         else:
             run = _ExitPipeline(self._stage_fns(compiled=True), thresholds, self.exit_flops(),
                                 pool=int(first.shape[0]))
-            for batch in itertools.chain([first], [] if second is None else [second], batches):
+            for batch in itertools.chain([first] if second is None else [first, second], batches):
                 run.push(batch)
             logits, cost = run.finish()
         return (logits, cost) if return_cost else logits
