@@ -218,6 +218,20 @@ def _tfds_split(name, tfds_name, split, data_dir, training, seed, manual_dir=Non
         ) from error
 
 
+def _paired_with_seeds(ds, seed):
+    """`ds`'s examples paired with a stateless-random seed each (shape (2,)),
+    drawn from a stream that `seed` fixes and that is redrawn every epoch.
+
+    A seeded pipeline then augments the same way on every run: Keras'
+    random layers (and TensorFlow's stateful ops) inside a parallel
+    `tf.data.map` draw in whatever order its threads run, so their `seed=`
+    fixes nothing.
+    """
+    _, tf, _ = _tfds_modules()
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip((ds, seeds))
+
+
 def load_tfds(name, split, data_dir=None, manual_dir=None, batch_size=64, image_size=None,
               label_key="label", normalize=True, training=False, seed=None, shuffle_buffer=None):
     """A batched `tf.data` pipeline of `(images, labels)` from the user's copy.
@@ -229,11 +243,12 @@ def load_tfds(name, split, data_dir=None, manual_dir=None, batch_size=64, image_
     The images are prepared as the MSDNet and RANet authors prepare theirs:
     ImageNet's shorter side scaled to 256 and the central 224x224 kept (for
     `image_size` s: scaled to round(s * 8 / 7), s x s kept); CIFAR as it is.
-    With `training=True` the examples are shuffled and augmented with Keras'
-    own layers: CIFAR a random 32x32 crop of the image zero-padded by 4 and
-    a random horizontal flip (the authors'); ImageNet a random 224x224 crop
-    of the scaled image and a flip (the MSDNet authors crop the unscaled
-    image, RANet's a random-resized crop: Keras has no such layer).
+    With `training=True` the examples are shuffled and augmented: CIFAR a
+    random 32x32 crop of the image zero-padded by 4 and a random horizontal
+    flip (the authors'); ImageNet a random 224x224 crop of the scaled image
+    and a flip (the MSDNet authors crop the unscaled image, RANet's a
+    random-resized crop: Keras has no such layer). With a `seed`, every run
+    shuffles and augments alike (each epoch differently).
 
     Args:
         name: "cifar10", "cifar100" or "imagenet".
@@ -247,7 +262,8 @@ def load_tfds(name, split, data_dir=None, manual_dir=None, batch_size=64, image_
         normalize: apply `authors_normalization(name)` (what the authors'
             checkpoints expect); `False`: RGB in [0, 1].
         training: shuffle and augment (for a training split).
-        seed: seed of the shuffling and augmentation.
+        seed: seed of the shuffling and augmentation (`None`: a different
+            order and augmentation each run).
         shuffle_buffer: with `training`, how many examples the shuffle
             draws from (default: 10 batches). A larger buffer mixes more and
             holds that many decoded images in memory (ImageNet's at full
@@ -265,32 +281,33 @@ def load_tfds(name, split, data_dir=None, manual_dir=None, batch_size=64, image_
     ds = _tfds_split(name, _TFDS_NAMES[name], split, data_dir, training, seed,
                      manual_dir=manual_dir if name == "imagenet" else None)
     size = image_size or (224 if name == "imagenet" else None)
-    # Keras' preprocessing layers run as TensorFlow ops inside tf.data, on
-    # any backend.
-    steps = []
+    # Keras' preprocessing layers and TensorFlow's image ops run inside
+    # tf.data, on any backend. The random crop and flip are stateless ops fed
+    # one seed per example (`_paired_with_seeds`): reproducible for a seed.
+    resize = center = None
     if name == "imagenet":
         scaled = int(round(size * 8 / 7))
-        steps.append(keras.layers.Resizing(scaled, scaled, crop_to_aspect_ratio=True))
-        steps.append(keras.layers.RandomCrop(size, size, seed=seed) if training
-                     else keras.layers.CenterCrop(size, size))
-    else:
-        if size:
-            steps.append(keras.layers.Resizing(size, size))
-        if training:
-            crop = keras.layers.RandomCrop(size or 32, size or 32, seed=seed)
-            steps.append(lambda image, training: crop(
-                tf.pad(image, [[4, 4], [4, 4], [0, 0]]), training=training))
-    if training:
-        steps.append(keras.layers.RandomFlip("horizontal", seed=seed))
+        resize = keras.layers.Resizing(scaled, scaled, crop_to_aspect_ratio=True)
+        center = keras.layers.CenterCrop(size, size)
+    elif size:
+        resize = keras.layers.Resizing(size, size)
+    size = size or 32
 
-    def prepare(example):
+    def prepare(example, op_seed=None):
         image = tf.cast(example["image"], tf.float32) / 255.0
-        for step in steps:
-            image = step(image, training=training)
+        if resize is not None:
+            image = resize(image)
+        if not training:
+            return (image if center is None else center(image)), example[label_key]
+        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(op_seed, 2))
+        if name != "imagenet":  # the authors': a crop of the image zero-padded by 4
+            image = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
+        image = tf.image.stateless_random_crop(image, [size, size, 3], seed=crop_seed)
+        image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
         return image, example[label_key]
 
     if training:
-        ds = ds.shuffle(shuffle_buffer, seed=seed)
+        ds = _paired_with_seeds(ds.shuffle(shuffle_buffer, seed=seed), seed)
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
     if normalize:  # on batches: the layer's statistics broadcast over NHWC
         norm = authors_normalization(name)
@@ -311,8 +328,8 @@ def load_tfds_segmentation(name, split, data_dir=None, batch_size=16, image_size
     border) becomes classes 0, 1, 2. Images are resized to `image_size`
     square (bilinear; aspect ratio not kept) and scaled to [0, 1]; masks
     with nearest neighbours. With `training=True` the examples are shuffled
-    and image and mask are flipped together (Keras' `RandomFlip` on their
-    stacked channels).
+    and image and mask are flipped together; with a `seed`, alike on every
+    run (each epoch differently).
 
     Args:
         name: "oxford_iiit_pet".
@@ -321,7 +338,7 @@ def load_tfds_segmentation(name, split, data_dir=None, batch_size=16, image_size
         batch_size: batch size.
         image_size: the square size of images and masks.
         training: shuffle and flip (for a training split).
-        seed: seed of the shuffling and flips.
+        seed: seed of the shuffling and flips (`None`: different each run).
         shuffle_buffer: with `training`, examples the shuffle draws from
             (default: 10 batches).
 
@@ -343,19 +360,19 @@ def load_tfds_segmentation(name, split, data_dir=None, batch_size=16, image_size
     size = positive_integer(image_size, "image_size")
     shuffle_buffer = (10 * batch_size if shuffle_buffer is None
                       else positive_integer(shuffle_buffer, "shuffle_buffer"))
-    keras, tf, _ = _tfds_modules()
+    _, tf, _ = _tfds_modules()
     ds = _tfds_split(name, tfds_name, split, data_dir, training, seed)
-    flip = keras.layers.RandomFlip("horizontal", seed=seed)
 
-    def prepare(example):
+    def prepare(example, op_seed=None):
         image = tf.image.resize(tf.cast(example["image"], tf.float32) / 255.0, (size, size))
         mask = tf.image.resize(example["segmentation_mask"], (size, size), method="nearest")
         mask = tf.cast(mask, tf.float32) - offset
         if training:  # one flip for both: stack, flip, split
-            both = flip(tf.concat([image, mask], axis=-1), training=True)
+            both = tf.image.stateless_random_flip_left_right(tf.concat([image, mask], axis=-1),
+                                                             seed=op_seed)
             image, mask = both[..., :3], both[..., 3:]
         return image, tf.cast(mask[..., 0], tf.int32)
 
     if training:
-        ds = ds.shuffle(shuffle_buffer, seed=seed)
+        ds = _paired_with_seeds(ds.shuffle(shuffle_buffer, seed=seed), seed)
     return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
