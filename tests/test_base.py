@@ -29,7 +29,7 @@ def test_input_shape_is_the_batch_shape_as_on_keras_applications(family):
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-@pytest.mark.parametrize("num_classes", [0, -3, 2.5, True])
+@pytest.mark.parametrize("num_classes", [0, -3, 2.5, 10.0, "10", True])
 def test_a_bad_number_of_classes_is_named(family, num_classes):
     with pytest.raises(ValueError, match="num_classes must be a positive integer"):
         FAMILIES[family](num_classes=num_classes)

@@ -3,7 +3,7 @@ input checks and the base of its config."""
 
 import keras
 
-from adaptive_zoo.models.inputs import check_image_batch
+from adaptive_zoo.models.inputs import check_image_batch, positive_integer
 
 __all__ = ["ZooModel"]
 
@@ -42,9 +42,7 @@ class ZooModel(keras.Model):
             self.image_shape = ()
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
             raise ValueError(f"input_shape must be (H, W, C) of positive integers, got {input_shape!r}.")
-        if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
-        self.num_classes = int(num_classes)
+        self.num_classes = positive_integer(num_classes, "num_classes")
         self._compiled_fns = {}
 
     @property
