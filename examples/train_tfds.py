@@ -28,8 +28,9 @@ JAX, `tf.distribute.MirroredStrategy` on TensorFlow; `--batch-size` is then
 the global batch; not on PyTorch, whose DDP we do not cover).
 
 The first `--holdout` training images (CIFAR 5,000, ImageNet 50,000, as the
-MSDNet authors hold out; DMNN, whose calibration keeps its images in memory,
-CIFAR 5,000 and ImageNet 10,000) are not trained on: they calibrate the
+MSDNet authors hold out; DMNN, whose threshold search reads its held-out
+images once per step, up to about 30 steps per budget, CIFAR 5,000 and
+ImageNet 10,000) are not trained on: they calibrate the
 budgets. CNMM needs no calibration (a budget is a pruned graph) and holds
 nothing out by default; the CNMM recipe is the same SGD schedule, ours (the
 paper's is not public). Training resumes where it stopped if the same command is run again

@@ -271,8 +271,31 @@ def test_calibration_is_the_curve_of_the_other_families(trained):
         # Images alone: the same thresholds, no accuracy.
         alone = model.calibrate(x[:200], budgets=[0.6, 0.9])
         assert alone.thresholds == curve.thresholds and all(map(math.isnan, alone.accuracy))
+        # A dataset of batches is read again at each step of the search, one
+        # batch at a time (an ImageNet hold-out never in memory whole); a
+        # generator, readable once, is kept. Both give the same curve.
+        batches = _Readings(x[:200], y[:200], 64)
+        streamed = model.calibrate(batches, budgets=[0.6, 0.9])
+        assert batches.readings > 2
+        generated = model.calibrate(iter(_Readings(x[:200], y[:200], 64)), budgets=[0.6, 0.9])
+        for other in (streamed, generated):
+            assert other.thresholds == curve.thresholds and other.accuracy == curve.accuracy
+            np.testing.assert_allclose(other.mean_flops, curve.mean_flops, rtol=1e-6)
     finally:
         model.calibration = saved
+
+
+class _Readings:
+    """`(images, labels)` batches, read anew at each iteration (as a
+    `tf.data.Dataset` is), counting the readings."""
+
+    def __init__(self, images, labels, size):
+        self.images, self.labels, self.size, self.readings = images, labels, size, 0
+
+    def __iter__(self):
+        self.readings += 1
+        for start in range(0, len(self.images), self.size):
+            yield self.images[start:start + self.size], self.labels[start:start + self.size]
 
 
 def test_calibration_saved_by_earlier_versions_still_loads(tiny):

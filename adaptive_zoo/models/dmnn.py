@@ -31,7 +31,7 @@ from adaptive_zoo import fast_path
 from adaptive_zoo.models.base import ZooModel
 from adaptive_zoo.models.inputs import (
     checked_batches,
-    held_out_arrays,
+    held_out_passes,
     image_dtype,
     positive_batch_size,
 )
@@ -673,6 +673,11 @@ class DMNN(ZooModel):
             data: images `(N, H, W, C)`, `(images, labels)`, or an iterable
                 of image batches or of `(images, labels)` batches. Labels are
                 optional: with them, the accuracy at each budget is measured.
+                The search reads the data once per step, one batch at a
+                time: a dataset that can be iterated again (`tf.data`, a
+                `PyDataset`, a list of batches) is never held in memory
+                whole; a generator is read into memory first. It must give
+                the same images at each reading (no random augmentation).
             budgets: budgets in (0, 1]. Default: 8 points from just above
                 the cheapest reachable budget to 1.
             batch_size: batch size for arrays.
@@ -692,15 +697,15 @@ class DMNN(ZooModel):
         """
         if self.static:
             raise ValueError("A static DMNN (sub_blocks=1) has no gates to calibrate.")
-        images, labels = held_out_arrays(data, labels_required=False)
-        self._check_inputs(images)
-        # Cast once (float64 or uint8 images), not at every pass of the search.
-        images = images.astype(image_dtype(images.dtype), copy=False)
+        size = positive_batch_size(batch_size, 64)
+        passes = held_out_passes(data, labels_required=False, batch_size=size)
         full = self.full_flops()
         if budgets is None:
             low = min(1.0, self.cheapest_budget() + 0.05)
             budgets = np.linspace(low, 1.0, 8)
         budgets = sorted(budget_lib.validate_budget(b) for b in budgets)
+        for b in budgets:
+            self._check_reachable(b)
 
         # The search evaluates many thresholds: it uses the masked path
         # (identical decisions and costs), compiled once, threshold as input.
@@ -709,31 +714,35 @@ class DMNN(ZooModel):
             return self._cost_of(gates), ops.argmax(logits, axis=-1)
 
         run = fast_path.compile_inference(cost_fn, self.variables)
-        size = positive_batch_size(batch_size, 64)
 
         def mean_cost(tau):
-            """(mean cost, predicted classes) on `images` at threshold `tau`."""
-            costs, predicted = [], []
-            for start in range(0, len(images), size):
-                batch = images[start : start + size]
-                taus = np.full((len(batch),), tau, dtype="float32")
-                spent, classes = run(ops.convert_to_tensor(batch), ops.convert_to_tensor(taus))
-                costs.append(ops.convert_to_numpy(spent))
-                predicted.append(ops.convert_to_numpy(classes))
-            return float(np.mean(np.concatenate(costs))), np.concatenate(predicted)
+            """(mean cost, accuracy: NaN without labels) on the data at
+            threshold `tau`, reading it batch by batch."""
+            spent, right, count, labelled = 0.0, 0, 0, True
+            for images, labels in passes():
+                self._check_inputs(images)
+                images = images.astype(image_dtype(images.dtype), copy=False)
+                taus = np.full((len(images),), tau, dtype="float32")
+                costs, classes = run(ops.convert_to_tensor(images), ops.convert_to_tensor(taus))
+                spent += float(np.sum(ops.convert_to_numpy(costs), dtype="float64"))
+                count += len(images)
+                labelled = labelled and labels is not None
+                if labelled:
+                    right += int(np.sum(ops.convert_to_numpy(classes) == labels))
+            return spent / count, (right / count if labelled else float("nan"))
 
         result = budget_lib.Calibration([], [], [], [])
+        everything_on = mean_cost(0.0)  # threshold 0: the start of every budget's search
         for b in budgets:
-            self._check_reachable(b)
             target = b * full
             lo, hi = 0.0, 1.0  # cost decreases as the threshold rises
-            best = (0.0, *mean_cost(0.0))
+            best = (0.0, *everything_on)
             if best[1] > target * (1 + tolerance):
                 for _ in range(30):
                     mid = 0.5 * (lo + hi)
-                    spent, predicted = mean_cost(mid)
+                    spent, accuracy = mean_cost(mid)
                     if abs(spent - target) < abs(best[1] - target):
-                        best = (mid, spent, predicted)
+                        best = (mid, spent, accuracy)
                     if abs(spent - target) <= tolerance * target:
                         break
                     if spent > target:
@@ -748,8 +757,7 @@ class DMNN(ZooModel):
             result.budgets.append(float(b))
             result.thresholds.append([float(best[0])])
             result.mean_flops.append(float(best[1]))
-            result.accuracy.append(float("nan") if labels is None
-                                   else float(np.mean(best[2] == labels)))
+            result.accuracy.append(float(best[2]))
         self.calibration = result
         return result
 

@@ -1,5 +1,7 @@
 """Input checks and batching shared by every model of the zoo."""
 
+import collections.abc
+
 import keras
 import numpy as np
 from keras import ops
@@ -10,6 +12,7 @@ __all__ = [
     "checked_batches",
     "held_out_arrays",
     "held_out_batches",
+    "held_out_passes",
     "image_batches",
     "image_dtype",
     "positive_batch_size",
@@ -197,10 +200,30 @@ def _iterated_batches(data, labels_required):
 
 def held_out_arrays(data, labels_required=True):
     """All of `held_out_batches(data, labels_required)` at once: NumPy
-    `(images, labels)`, `labels` None where the data has none. For the
-    calibrations that go over the images many times (DMNN's)."""
+    `(images, labels)`, `labels` None where the data has none."""
     pairs = list(held_out_batches(data, labels_required))
     images = np.concatenate([x for x, _ in pairs])
     if any(y is None for _, y in pairs):
         return images, None
     return images, np.concatenate([y for _, y in pairs])
+
+
+def held_out_passes(data, labels_required=True, batch_size=None):
+    """A function that reads `data` once more at each call, as
+    `held_out_batches(data, labels_required, batch_size)` does, for the
+    calibrations that go over the held-out data many times (DMNN's).
+
+    Arrays are sliced, and data that can be iterated again (a
+    `tf.data.Dataset`, a `keras.utils.PyDataset`, a list of batches) is
+    read anew at each call, so one batch at a time is held, whatever the
+    size of the data; only a one-shot iterator (a generator) is read into
+    memory, once.
+
+    Returns:
+        A function of no arguments returning an iterator of NumPy
+        `(images, labels)` batches (`labels` None where the data has none).
+    """
+    if isinstance(data, collections.abc.Iterator):
+        images, labels = held_out_arrays(data, labels_required)
+        data = images if labels is None else (images, labels)
+    return lambda: held_out_batches(data, labels_required, batch_size)
