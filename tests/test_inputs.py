@@ -1,5 +1,6 @@
 """Batching and input checks shared by the models (`models/inputs.py`)."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -128,5 +129,12 @@ def test_float64_and_uint8_images_give_the_float32_results(family):
     for images in (pixels.astype("float64"), pixels):
         np.testing.assert_allclose(model.predict(images, budget=budget, verbose=0), expected,
                                    rtol=1e-5, atol=1e-5)
+        # Called directly too, as a functional Keras model casts its inputs
+        # (uint8 reached TensorFlow's convolution: "uint8 is not in the list
+        # of allowed values").
+        for kwargs in ({}, {"budget": budget}):
+            np.testing.assert_allclose(keras.ops.convert_to_numpy(model(images, **kwargs)),
+                                       expected if kwargs else keras.ops.convert_to_numpy(
+                                           model(pixels.astype("float32"))), rtol=1e-5, atol=1e-5)
     if family == "dmnn":
         model.calibrate(pixels.astype("float64"), budgets=[budget])

@@ -282,6 +282,7 @@ def test_waiting_samples_are_copied_only_when_a_stage_takes_them():
         (np.zeros((2, 16, 16, 3), "float32"), "3 channels"),
         (np.zeros((2, 1, 16, 16), "float32"), "channels"),
         (np.zeros((2, 20, 20, 1), "float32"), "height 20"),
+        ([np.zeros((2, 16, 16, 1), "float32")], "one array or tensor .* got a list"),
     ],
 )
 def test_wrong_input_shapes_are_named(tiny, bad, message):

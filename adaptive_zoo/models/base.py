@@ -3,7 +3,7 @@ input checks and the base of its config."""
 
 import keras
 
-from adaptive_zoo.models.inputs import check_image_batch, positive_integer
+from adaptive_zoo.models.inputs import as_float_images, check_image_batch, positive_integer
 
 __all__ = ["ZooModel"]
 
@@ -52,6 +52,13 @@ class ZooModel(keras.Model):
 
     def _check_inputs(self, inputs):
         check_image_batch(self.name, self.image_shape, inputs)
+
+    def _checked_images(self, inputs):
+        """`inputs` checked (`_check_inputs`) and, where they are integer
+        pixels (uint8), cast to `keras.config.floatx()` as a functional
+        Keras model casts them; the first step of every family's `call`."""
+        self._check_inputs(inputs)
+        return as_float_images(inputs)
 
     def _family_config(self):
         """The constructor arguments of the subclass's architecture."""

@@ -284,7 +284,7 @@ class CNMM(ZooModel):
             Logits (`(batch, num_classes)`, or `(batch, H, W, num_classes)` for
             segmentation), and the per-image cost if `return_cost`.
         """
-        self._check_inputs(inputs)
+        inputs = self._checked_images(inputs)
         if training and budget is not None:
             raise ValueError("budget applies to inference, not to training.")
         if budget is not None and fast_path.is_traced(inputs):

@@ -568,7 +568,7 @@ class DMNN(ZooModel):
             Logits `(batch, num_classes)`, and the per-image cost if
             `return_cost`.
         """
-        self._check_inputs(inputs)
+        inputs = self._checked_images(inputs)
         if training:
             if budget is not None:
                 raise ValueError("budget applies to inference, not to training.")

@@ -23,6 +23,11 @@ __all__ = [
 def check_image_batch(name, image_shape, inputs):
     """Raise a `ValueError` naming the problem unless `inputs` is a batch of
     NHWC images of `image_shape` `(H, W, C)`."""
+    if not hasattr(inputs, "shape"):
+        raise ValueError(
+            f"{name} takes a batch of images as one array or tensor (batch, H, W, C) = (batch, "
+            f"{', '.join(map(str, image_shape))}); got a {type(inputs).__name__}."
+        )
     shape = tuple(inputs.shape)
     if len(shape) != 4:
         raise ValueError(

@@ -159,7 +159,7 @@ class MultiExitModel(ZooModel):
             raise ValueError(f'exits must be None or "all", got {exits!r}.')
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}.")
-        self._check_inputs(inputs)
+        inputs = self._checked_images(inputs)
         if exits == "all" or training:
             if budget is not None:
                 raise ValueError("budget applies to inference; it cannot be combined with exits='all'.")
