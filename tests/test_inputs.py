@@ -136,5 +136,10 @@ def test_float64_and_uint8_images_give_the_float32_results(family):
             np.testing.assert_allclose(keras.ops.convert_to_numpy(model(images, **kwargs)),
                                        expected if kwargs else keras.ops.convert_to_numpy(
                                            model(pixels.astype("float32"))), rtol=1e-5, atol=1e-5)
+    # And evaluate (DMNN's loss runs its gates on the batch itself).
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    labels = np.arange(6) % 10
+    assert model.evaluate(pixels, labels, verbose=0) == pytest.approx(
+        model.evaluate(pixels.astype("float32"), labels, verbose=0), rel=1e-5)
     if family == "dmnn":
         model.calibrate(pixels.astype("float64"), budgets=[budget])

@@ -771,7 +771,8 @@ class DMNN(ZooModel):
             # Evaluation (`evaluate`, `fit`'s validation): `y_pred` are the
             # logits. The gates as they decide at inference give the other
             # terms, so that `val_execution_rate` is the real one.
-            _, gates, states = self._dense(x, training=False, rule=self._rule(None, "auto"))
+            _, gates, states = self._dense(self._checked_images(x), training=False,
+                                           rule=self._rule(None, "auto"))
             y_pred = (y_pred, gates, [head(s) for head, s in zip(self.category_heads, states)])
         if self._compile_loss is None:
             raise ValueError("No loss to compute. Provide a `loss` argument in `compile()`.")
