@@ -182,3 +182,23 @@ def test_export_of_budgeted_batch_classification(tmp_path):
         # One image: the later stages get no samples and are not run.
         np.testing.assert_allclose(np.asarray(loaded.serve(x[:1])), want[:1], rtol=1e-4, atol=1e-5)
     assert len(np.unique(cost)) > 1, "the test wants samples leaving at different exits"
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_budgeted_predict_reads_only_steps_batches_and_names_what_it_cannot_do(family):
+    # With a budget each family runs its own batch loop; Keras' `steps` was
+    # silently ignored there (every batch read), `callbacks` never called.
+    model = FAMILIES[family]()
+    x = np.random.default_rng(0).random((7,) + model.image_shape).astype("float32")
+    budget = 0.9
+    whole = model.predict(x, budget=budget, batch_size=2, verbose=0)
+    first = model.predict(x, budget=budget, batch_size=2, steps=2, verbose=0)
+    np.testing.assert_allclose(first, whole[:4], rtol=1e-5, atol=1e-5)
+    batches = [x[:3], x[3:]]
+    assert len(model.predict(batches, budget=budget, steps=1, verbose=0)) == 3
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        model.predict(x, budget=budget, steps=0)
+    with pytest.raises(ValueError, match="calls no callbacks"):
+        model.predict(x, budget=budget, callbacks=[keras.callbacks.Callback()])
+    with pytest.raises(TypeError, match="unexpected keyword argument 'stpes'"):
+        model.predict(x, budget=budget, stpes=1)

@@ -53,6 +53,21 @@ class ZooModel(keras.Model):
     def _check_inputs(self, inputs):
         check_image_batch(self.name, self.image_shape, inputs)
 
+    def _own_loop_steps(self, kwargs):
+        """The `steps` among Keras' `predict` arguments `kwargs`, where the
+        family runs its own batch loop (a budget, the cost, DMNN's gates):
+        `None` or a positive integer. `callbacks` are refused (that loop
+        calls none); another name is a `TypeError`, as in Keras."""
+        kwargs = dict(kwargs)
+        steps, callbacks = kwargs.pop("steps", None), kwargs.pop("callbacks", None)
+        if kwargs:
+            raise TypeError(f"predict() got an unexpected keyword argument {next(iter(kwargs))!r}.")
+        if callbacks:
+            raise ValueError(
+                "predict runs the model's own batch loop here (for a budget, the cost or the "
+                "gates), which calls no callbacks: leave callbacks out.")
+        return None if steps is None else positive_integer(steps, "steps")
+
     def _checked_images(self, inputs):
         """`inputs` checked (`_check_inputs`) and, where they are integer
         pixels (uint8), cast to `keras.config.floatx()` as a functional

@@ -322,12 +322,15 @@ class CNMM(ZooModel):
             batch_size: batch size for arrays (default 32).
             budget: `None` (the whole mixture) or a number in (0, 1].
             return_cost: also return the per-image FLOPs.
+            **kwargs: Keras' `predict` arguments: `steps` (read only the
+                first `steps` batches); `callbacks` only without a budget.
 
         Returns:
             NumPy logits (and costs `(N,)`).
         """
         if budget is None and not return_cost:
             return super().predict(x, batch_size=batch_size, verbose=verbose, **kwargs)
+        steps = self._own_loop_steps(kwargs)
         plan = self._full_plan() if budget is None else self.plan(budget)
         key = ("plan", plan.edges)
         if key not in self._compiled_fns:
@@ -335,7 +338,7 @@ class CNMM(ZooModel):
                 lambda images: self._forward(images, plan.edges, training=False), self.variables)
         fn = self._compiled_fns[key]
         outputs = [ops.convert_to_numpy(fn(batch)) for batch in
-                   checked_batches(x, positive_batch_size(batch_size, 32), self._check_inputs)]
+                   checked_batches(x, positive_batch_size(batch_size, 32), self._check_inputs, steps)]
         logits = np.concatenate(outputs, axis=0)
         if not return_cost:
             return logits

@@ -604,6 +604,9 @@ class DMNN(ZooModel):
             budget: `None` (gates as trained) or a number in (0, 1].
             mode: as in `call`.
             return_cost: also return the per-image FLOPs.
+            **kwargs: Keras' `predict` arguments: `steps` (read only the
+                first `steps` batches); no `callbacks` (the skipping path's
+                batch loop calls none), except on a static DMNN.
 
         Returns:
             NumPy logits `(N, num_classes)` (and costs `(N,)`).
@@ -614,7 +617,8 @@ class DMNN(ZooModel):
             if return_cost:
                 return logits, np.full((logits.shape[0],), float(self.full_flops()), "float32")
             return logits
-        logits, costs = self._predict_rule(x, rule, positive_batch_size(batch_size, 32))
+        logits, costs = self._predict_rule(x, rule, positive_batch_size(batch_size, 32),
+                                           self._own_loop_steps(kwargs))
         return (logits, costs) if return_cost else logits
 
     # Keras' own export would trace `call`, whose traced path is the masked
@@ -645,11 +649,11 @@ class DMNN(ZooModel):
             )
         return self._compiled_fns[key]
 
-    def _predict_rule(self, x, rule, batch_size):
+    def _predict_rule(self, x, rule, batch_size, steps=None):
         outputs, costs = [], []
         whole = self._whole_skipping(rule)
         pieces = None if whole is not None else self._compiled_pieces()
-        for batch in checked_batches(x, batch_size, self._check_inputs):
+        for batch in checked_batches(x, batch_size, self._check_inputs, steps):
             if whole is not None:
                 logits, decisions = whole(batch)
             else:

@@ -1,6 +1,7 @@
 """Input checks and batching shared by every model of the zoo."""
 
 import collections.abc
+import itertools
 
 import keras
 import numpy as np
@@ -63,15 +64,16 @@ def positive_batch_size(batch_size, default):
     return default if batch_size is None else positive_integer(batch_size, "batch_size")
 
 
-def checked_batches(x, batch_size, check):
+def checked_batches(x, batch_size, check, steps=None):
     """The image batches of `x` (see `image_batches`) as tensors, each passed
-    to `check` (which raises for a bad one) before it is yielded.
+    to `check` (which raises for a bad one) before it is yielded; only the
+    first `steps` batches where `steps` is not None (Keras' `predict(steps=)`).
 
     Raises:
         ValueError: if `x` holds no images.
     """
     empty = True
-    for batch in image_batches(x, batch_size):
+    for batch in itertools.islice(image_batches(x, batch_size), steps):
         batch = as_float_images(batch)
         check(batch)
         if int(batch.shape[0]) == 0:

@@ -355,6 +355,8 @@ class MultiExitModel(ZooModel):
             budget: as in `call`.
             mode: as in `call`.
             return_cost: also return the per-sample FLOPs.
+            **kwargs: Keras' `predict` arguments: `steps` (read only the
+                first `steps` batches); `callbacks` only without a budget.
 
         Returns:
             NumPy logits `(N, num_classes)` (and costs `(N,)`).
@@ -366,11 +368,12 @@ class MultiExitModel(ZooModel):
             # As `call`, and DMNN's and CNMM's `predict`: the last exit's cost.
             cost_ = np.full((len(logits),), float(self.path_flops(self.num_exits - 1)), "float32")
             return logits, cost_
+        steps = self._own_loop_steps(kwargs)
         thresholds = self._thresholds(budget, mode)
         if thresholds is None:
-            logits, cost = self._predict_anytime(x, batch_size, budget)
+            logits, cost = self._predict_anytime(x, batch_size, budget, steps)
             return (logits, cost) if return_cost else logits
-        batches = self._checked_batches(x, batch_size, 32)
+        batches = self._checked_batches(x, batch_size, 32, steps)
         first = next(batches)
         second = next(batches, None)
         whole = self._whole_early_exit(thresholds) if second is None else None
@@ -395,18 +398,19 @@ class MultiExitModel(ZooModel):
                 lambda x: self._graph_early_exit(x, thresholds), self.variables)
         return self._compiled_fns[key]
 
-    def _predict_anytime(self, x, batch_size, budget):
+    def _predict_anytime(self, x, batch_size, budget, steps=None):
         """Every sample to the one exit the anytime rule picks for `budget`."""
         k = budget_lib.anytime_exit(self.exit_flops(), budget)
         fn = self._compiled(("anytime", k), lambda: (lambda x: self._anytime(x, k, training=False)))
-        outputs = [ops.convert_to_numpy(fn(b)) for b in self._checked_batches(x, batch_size, 32)]
+        outputs = [ops.convert_to_numpy(fn(b)) for b in self._checked_batches(x, batch_size, 32, steps)]
         logits = np.concatenate(outputs, axis=0)
         return logits, np.full((len(logits),), float(self.path_flops(k)), dtype="float32")
 
-    def _checked_batches(self, x, batch_size, default):
-        """The image batches of `x` as checked tensors; an error if there are
-        none or `batch_size` is not a positive integer."""
-        return checked_batches(x, positive_batch_size(batch_size, default), self._check_inputs)
+    def _checked_batches(self, x, batch_size, default, steps=None):
+        """The image batches of `x` (the first `steps`) as checked tensors;
+        an error if there are none or `batch_size` is not a positive
+        integer."""
+        return checked_batches(x, positive_batch_size(batch_size, default), self._check_inputs, steps)
 
     def predict_all_exits(self, x, batch_size=None):
         """Every exit's logits for every sample, as a NumPy array `(K, N, C)`."""
