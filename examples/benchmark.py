@@ -58,7 +58,7 @@ def time_predicts(model, cases, repeats):
     once per round, in turn (`timing.interleaved_medians`)."""
     fns = [lambda x=x, budget=budget, batch=batch: (
                model.predict(x, batch_size=batch, verbose=0) if budget is None
-               else model.predict(x, budget=budget, batch_size=batch))
+               else model.predict(x, budget=budget, batch_size=batch, verbose=0))
            for x, budget, batch in cases]
     medians = timing.interleaved_medians(fns, repeats)
     return [seconds / (len(x) // batch) for seconds, (x, _, batch) in zip(medians, cases)]
@@ -127,7 +127,7 @@ def main(argv=None):
     rows, leaving, cases = [], [], []
     exit_flops = np.asarray(model.exit_flops(), dtype="float32")
     for b in budgets:
-        _, cost = model.predict(stream, budget=b, return_cost=True, batch_size=args.batch)
+        _, cost = model.predict(stream, budget=b, return_cost=True, batch_size=args.batch, verbose=0)
         exits = np.searchsorted(exit_flops, cost[: args.batch])  # cumulative costs are distinct
         leaving.append((b, np.bincount(exits, minlength=len(exit_flops)).tolist()))
         rows.append((b, float(np.mean(cost[: args.batch])), float(np.mean(cost))))

@@ -50,7 +50,7 @@ def main(argv=None):
     plans = [model.plan(b) for b in budgets]
     keras_predict, *seconds = timing.interleaved_medians(
         [lambda: model.predict(x, batch_size=args.batch, verbose=0)]
-        + [lambda b=b: model.predict(x, batch_size=args.batch, budget=b) for b in budgets],
+        + [lambda b=b: model.predict(x, batch_size=args.batch, budget=b, verbose=0) for b in budgets],
         args.repeats)
 
     reference = seconds[budgets.index(1.0)] if 1.0 in budgets else None

@@ -57,12 +57,12 @@ def main():
         lambda images: model._dense(images, rule=("threshold", 0.0))[0], model.variables)
     xt = keras.ops.convert_to_tensor(x)
     budgets = [b for b in args.budgets if b >= model.cheapest_budget()]
-    spent = [float(model.predict(x, batch_size=args.batch, budget=b, return_cost=True)[1].mean())
+    spent = [float(model.predict(x, batch_size=args.batch, budget=b, return_cost=True, verbose=0)[1].mean())
              / full for b in budgets]
     # The reference and every budget are timed once per round, in turn.
     reference, *seconds = timing.interleaved_medians(
         [lambda: keras.ops.convert_to_numpy(dense(xt))]
-        + [lambda b=b: model.predict(x, batch_size=args.batch, budget=b) for b in budgets],
+        + [lambda b=b: model.predict(x, batch_size=args.batch, budget=b, verbose=0) for b in budgets],
         args.repeats)
 
     print(f"backend {keras.backend.backend()}, {model.name}, batch {args.batch}, median of {args.repeats}, "

@@ -108,7 +108,7 @@ def multi_exit_rows(model, held, test, profile):
         for mode in ("anytime", "budgeted"):
             if mode == "budgeted" and not low <= b <= high:
                 continue
-            logits, cost = model.predict(x_test, budget=b, mode=mode, return_cost=True)
+            logits, cost = model.predict(x_test, budget=b, mode=mode, return_cost=True, verbose=0)
             acc, spent = accuracy(logits, y_test), float(np.mean(cost))
             rows.append((mode, b, spent / full, spent, acc))
             print(f"| {b:.2f} | {mode} | {spent / 1e6:.3f} | {spent / full:.3f} | {acc:.4f} |")
@@ -135,7 +135,7 @@ def gated_rows(model, held, test, profile):
             cases.append((b, "calibrated"))
     rows = []
     for b, mode in cases:
-        logits, cost = model.predict(x_test, budget=b, mode=mode, return_cost=True)
+        logits, cost = model.predict(x_test, budget=b, mode=mode, return_cost=True, verbose=0)
         acc, spent = accuracy(logits, y_test), float(np.mean(cost))
         kind = "as trained" if b is None else mode
         rows.append((kind, "" if b is None else b, spent / full, spent, acc))
@@ -162,7 +162,7 @@ def mixture_rows(model, held, test, profile):
             if b < model.cheapest_budget():
                 continue
             plan = model.plan(b)
-            logits = model.predict(x_test, budget=b)
+            logits = model.predict(x_test, budget=b, verbose=0)
             acc = accuracy(logits, y_test)
             runs = sum(model.graph[i].prunable for i in plan.edges)
             rows.append((rule, b, plan.flops / full, plan.flops, acc))

@@ -175,7 +175,8 @@ def measure(model, family, test, budgets, full):
         y, images = np.asarray(y), np.asarray(images)
         labels.append(y)
         if family in ("dmnn", "cnmm"):
-            logits, cost = model.predict(images, batch_size=len(y), budget=None, return_cost=True)
+            logits, cost = model.predict(images, batch_size=len(y), budget=None, return_cost=True,
+                                         verbose=0)
             correct, spent = correct + np.sum(logits.argmax(-1) == y), spent + [cost]
         else:
             correct = correct + np.sum(model.predict_all_exits(images).argmax(-1) == y[None, :], axis=1)
@@ -187,7 +188,7 @@ def measure(model, family, test, budgets, full):
         rows = [_row("exit", hits / len(labels), flops / full, exit=k)
                 for k, (hits, flops) in enumerate(zip(correct, model.exit_flops()))]
     for b in budgets:
-        logits, cost = model.predict(test, budget=b, return_cost=True)
+        logits, cost = model.predict(test, budget=b, return_cost=True, verbose=2)
         rows.append(_row("budget", np.mean(logits.argmax(-1) == labels), float(np.mean(cost)) / full, budget=b))
     return rows
 

@@ -202,3 +202,15 @@ def test_budgeted_predict_reads_only_steps_batches_and_names_what_it_cannot_do(f
         model.predict(x, budget=budget, callbacks=[keras.callbacks.Callback()])
     with pytest.raises(TypeError, match="unexpected keyword argument 'stpes'"):
         model.predict(x, budget=budget, stpes=1)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_budgeted_predict_shows_keras_progress_bar_unless_silenced(family, capsys):
+    model = FAMILIES[family]()
+    x = np.zeros((7,) + model.image_shape, "float32")
+    model.predict(x, budget=0.9, batch_size=4, verbose=0)
+    assert capsys.readouterr().out == ""
+    model.predict(x, budget=0.9, batch_size=4)  # "auto", as Keras' predict: a bar
+    assert "2/2" in capsys.readouterr().out
+    model.predict(x, budget=0.9, batch_size=4, steps=1, verbose=2)
+    assert "1/1" in capsys.readouterr().out

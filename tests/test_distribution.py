@@ -32,7 +32,7 @@ def train(make_model, n=64):
 def spent_at_half(model, x, y):
     # Budgeted inference after distributed training: the share of FLOPs spent.
     model.calibrate((x, y), budgets=[0.5, 1.0])
-    logits, cost = model.predict(x, budget=0.5, return_cost=True)
+    logits, cost = model.predict(x, budget=0.5, return_cost=True, verbose=0)
     assert np.isfinite(logits).all()
     return float(np.mean(cost) / model.exit_flops()[-1])
 
@@ -51,7 +51,7 @@ def cnmm():
 
 def pruned_runs(model, x):
     # A pruned graph after distributed training: its logits and its cost.
-    logits, cost = model.predict(x, budget=0.5, return_cost=True)
+    logits, cost = model.predict(x, budget=0.5, return_cost=True, verbose=0)
     assert np.isfinite(logits).all()
     return float(cost[0] / adaptive_zoo.profile(model).flops)
 """

@@ -322,6 +322,8 @@ class CNMM(ZooModel):
             batch_size: batch size for arrays (default 32).
             budget: `None` (the whole mixture) or a number in (0, 1].
             return_cost: also return the per-image FLOPs.
+            verbose: Keras' progress bar: `"auto"` or 1, a bar; 2, one line
+                at the end; 0, silent.
             **kwargs: Keras' `predict` arguments: `steps` (read only the
                 first `steps` batches); `callbacks` only without a budget.
 
@@ -338,7 +340,8 @@ class CNMM(ZooModel):
                 lambda images: self._forward(images, plan.edges, training=False), self.variables)
         fn = self._compiled_fns[key]
         outputs = [ops.convert_to_numpy(fn(batch)) for batch in
-                   checked_batches(x, positive_batch_size(batch_size, 32), self._check_inputs, steps)]
+                   checked_batches(x, positive_batch_size(batch_size, 32), self._check_inputs, steps,
+                                   verbose)]
         logits = np.concatenate(outputs, axis=0)
         if not return_cost:
             return logits

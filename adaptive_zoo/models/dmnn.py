@@ -604,6 +604,8 @@ class DMNN(ZooModel):
             budget: `None` (gates as trained) or a number in (0, 1].
             mode: as in `call`.
             return_cost: also return the per-image FLOPs.
+            verbose: Keras' progress bar: `"auto"` or 1, a bar; 2, one line
+                at the end; 0, silent.
             **kwargs: Keras' `predict` arguments: `steps` (read only the
                 first `steps` batches); no `callbacks` (the skipping path's
                 batch loop calls none), except on a static DMNN.
@@ -618,7 +620,7 @@ class DMNN(ZooModel):
                 return logits, np.full((logits.shape[0],), float(self.full_flops()), "float32")
             return logits
         logits, costs = self._predict_rule(x, rule, positive_batch_size(batch_size, 32),
-                                           self._own_loop_steps(kwargs))
+                                           self._own_loop_steps(kwargs), verbose)
         return (logits, costs) if return_cost else logits
 
     # Keras' own export would trace `call`, whose traced path is the masked
@@ -649,11 +651,11 @@ class DMNN(ZooModel):
             )
         return self._compiled_fns[key]
 
-    def _predict_rule(self, x, rule, batch_size, steps=None):
+    def _predict_rule(self, x, rule, batch_size, steps=None, verbose=0):
         outputs, costs = [], []
         whole = self._whole_skipping(rule)
         pieces = None if whole is not None else self._compiled_pieces()
-        for batch in checked_batches(x, batch_size, self._check_inputs, steps):
+        for batch in checked_batches(x, batch_size, self._check_inputs, steps, verbose):
             if whole is not None:
                 logits, decisions = whole(batch)
             else:

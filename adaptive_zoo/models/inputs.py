@@ -64,15 +64,19 @@ def positive_batch_size(batch_size, default):
     return default if batch_size is None else positive_integer(batch_size, "batch_size")
 
 
-def checked_batches(x, batch_size, check, steps=None):
+def checked_batches(x, batch_size, check, steps=None, verbose=0):
     """The image batches of `x` (see `image_batches`) as tensors, each passed
     to `check` (which raises for a bad one) before it is yielded; only the
     first `steps` batches where `steps` is not None (Keras' `predict(steps=)`).
+    `verbose` as in Keras' `predict`: `"auto"` or 1, Keras' progress bar,
+    advanced as the caller asks for the next batch; 2, one line at the end;
+    0, nothing.
 
     Raises:
         ValueError: if `x` holds no images.
     """
-    empty = True
+    bar = _progress_bar(x, batch_size, steps, verbose)
+    empty, done = True, 0
     for batch in itertools.islice(image_batches(x, batch_size), steps):
         batch = as_float_images(batch)
         check(batch)
@@ -80,8 +84,31 @@ def checked_batches(x, batch_size, check, steps=None):
             continue
         empty = False
         yield batch
+        done += 1
+        if bar is not None:
+            bar.update(done, finalize=False)  # the last line once, below
     if empty:
         raise ValueError("predict got no images.")
+    if bar is not None:
+        bar.update(done, finalize=True)
+
+
+def _progress_bar(x, batch_size, steps, verbose):
+    """Keras' `Progbar` for `checked_batches`, or None for `verbose=0`; its
+    target is the number of batches where that is known."""
+    verbose = 1 if verbose == "auto" else verbose
+    if not verbose:
+        return None
+    if hasattr(x, "shape") and len(x.shape) == 4:
+        target = -(-int(x.shape[0]) // batch_size)
+    else:
+        try:
+            target = len(x)
+        except TypeError:  # a generator; a tf.data.Dataset of unknown length
+            target = None
+    if steps is not None:
+        target = steps if target is None else min(target, steps)
+    return keras.utils.Progbar(target, verbose=verbose)
 
 
 _FLOAT_DTYPES = ("float32", "float16", "bfloat16")

@@ -355,6 +355,8 @@ class MultiExitModel(ZooModel):
             budget: as in `call`.
             mode: as in `call`.
             return_cost: also return the per-sample FLOPs.
+            verbose: Keras' progress bar: `"auto"` or 1, a bar; 2, one line
+                at the end; 0, silent.
             **kwargs: Keras' `predict` arguments: `steps` (read only the
                 first `steps` batches); `callbacks` only without a budget.
 
@@ -371,9 +373,9 @@ class MultiExitModel(ZooModel):
         steps = self._own_loop_steps(kwargs)
         thresholds = self._thresholds(budget, mode)
         if thresholds is None:
-            logits, cost = self._predict_anytime(x, batch_size, budget, steps)
+            logits, cost = self._predict_anytime(x, batch_size, budget, steps, verbose)
             return (logits, cost) if return_cost else logits
-        batches = self._checked_batches(x, batch_size, 32, steps)
+        batches = self._checked_batches(x, batch_size, 32, steps, verbose)
         first = next(batches)
         second = next(batches, None)
         whole = self._whole_early_exit(thresholds) if second is None else None
@@ -398,19 +400,21 @@ class MultiExitModel(ZooModel):
                 lambda x: self._graph_early_exit(x, thresholds), self.variables)
         return self._compiled_fns[key]
 
-    def _predict_anytime(self, x, batch_size, budget, steps=None):
+    def _predict_anytime(self, x, batch_size, budget, steps=None, verbose=0):
         """Every sample to the one exit the anytime rule picks for `budget`."""
         k = budget_lib.anytime_exit(self.exit_flops(), budget)
         fn = self._compiled(("anytime", k), lambda: (lambda x: self._anytime(x, k, training=False)))
-        outputs = [ops.convert_to_numpy(fn(b)) for b in self._checked_batches(x, batch_size, 32, steps)]
+        outputs = [ops.convert_to_numpy(fn(b))
+                   for b in self._checked_batches(x, batch_size, 32, steps, verbose)]
         logits = np.concatenate(outputs, axis=0)
         return logits, np.full((len(logits),), float(self.path_flops(k)), dtype="float32")
 
-    def _checked_batches(self, x, batch_size, default, steps=None):
-        """The image batches of `x` (the first `steps`) as checked tensors;
-        an error if there are none or `batch_size` is not a positive
-        integer."""
-        return checked_batches(x, positive_batch_size(batch_size, default), self._check_inputs, steps)
+    def _checked_batches(self, x, batch_size, default, steps=None, verbose=0):
+        """The image batches of `x` (the first `steps`) as checked tensors,
+        with `predict`'s progress bar; an error if there are none or
+        `batch_size` is not a positive integer."""
+        return checked_batches(x, positive_batch_size(batch_size, default), self._check_inputs, steps,
+                               verbose)
 
     def predict_all_exits(self, x, batch_size=None):
         """Every exit's logits for every sample, as a NumPy array `(K, N, C)`."""
