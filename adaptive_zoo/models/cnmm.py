@@ -325,7 +325,8 @@ class CNMM(ZooModel):
             verbose: Keras' progress bar: `"auto"` or 1, a bar; 2, one line
                 at the end; 0, silent.
             **kwargs: Keras' `predict` arguments: `steps` (read only the
-                first `steps` batches); `callbacks` only without a budget.
+                first `steps` batches); `callbacks` only without a budget
+                and without `return_cost` (Keras' own `predict`).
 
         Returns:
             NumPy logits (and costs `(N,)`).

@@ -32,7 +32,6 @@ from adaptive_zoo.models.base import ZooModel
 from adaptive_zoo.models.inputs import (
     checked_batches,
     held_out_passes,
-    image_dtype,
     positive_batch_size,
 )
 from adaptive_zoo import losses as losses_lib
@@ -726,12 +725,11 @@ class DMNN(ZooModel):
             threshold `tau`, reading it batch by batch."""
             spent, right, count, labelled = 0.0, 0, 0, True
             for images, labels in passes():
-                self._check_inputs(images)
-                images = images.astype(image_dtype(images.dtype), copy=False)
-                taus = np.full((len(images),), tau, dtype="float32")
-                costs, classes = run(ops.convert_to_tensor(images), ops.convert_to_tensor(taus))
+                rows = len(images)
+                taus = np.full((rows,), tau, dtype="float32")
+                costs, classes = run(self._checked_images(images), ops.convert_to_tensor(taus))
                 spent += float(np.sum(ops.convert_to_numpy(costs), dtype="float64"))
-                count += len(images)
+                count += rows
                 labelled = labelled and labels is not None
                 if labelled:
                     right += int(np.sum(ops.convert_to_numpy(classes) == labels))
