@@ -12,16 +12,22 @@
 A name that is known but has no published file raises an error that says what
 is available and how to produce the missing one.
 
+A checkpoint trained for another number of classes than the model's
+`num_classes` (in either format) loads every weight except the classifiers'
+(`model.classifier_layers()`), which keep their fresh initialization for
+fine-tuning, with a warning; any other difference is an error.
+
 `weights/manifest.json` (in the repository) lists every published file with
 the numbers we measured for it; `check_manifest` holds it to `REGISTRY`.
 """
 
 import collections
 import os
+import warnings
 
 import keras
 
-__all__ = ["REGISTRY", "available", "check_manifest", "load_weights", "resolve"]
+__all__ = ["REGISTRY", "available", "check_manifest", "load_weights", "resolve", "warn_fresh_classifiers"]
 
 # name -> entry. `url` and `sha256` are None until a file is published; then
 # weights/manifest.json records the numbers we measured for it.
@@ -170,13 +176,17 @@ def load_weights(model, weights, family):
         convert.load_authors_checkpoint(model, path, kind=family)
         return
     if path.endswith(".h5"):
-        mismatch = _check_h5_fits(model, path)
-        if mismatch:
+        found = _h5_tensors(path)
+        mismatch = _mismatch(found, _shapes(model.weights))
+        skip, classes = _h5_plan(model, found) if mismatch else ([], None)
+        if skip is None:
             raise ValueError(f"The weights in {path!r} do not fit this {family} configuration: {mismatch}")
         try:
-            model.load_weights(path)
+            model.load_weights(path, objects_to_skip=skip or None)
         except Exception as error:
             raise ValueError(f"Could not load {path!r} into this {family} model: {error}") from error
+        if classes is not None:
+            warn_fresh_classifiers(model, path, classes)
         return
     raise ValueError(
         f"Unrecognized checkpoint {path!r}: expected .weights.h5 (Keras) or .pth/.pth.tar "
@@ -184,9 +194,21 @@ def load_weights(model, weights, family):
     )
 
 
-def _check_h5_fits(model, path):
-    """How a Keras weights file's tensors differ from the model's (naming
-    those of each side that the other lacks, by shape), or None if they fit.
+def warn_fresh_classifiers(model, source, classes):
+    """Warn that `model`'s classifier layers were not loaded from `source`,
+    a checkpoint trained for `classes` classes."""
+    names = ", ".join(layer.path for layer in model.classifier_layers())
+    warnings.warn(
+        f"{source!r} was trained for {classes} classes, this model has num_classes="
+        f"{model.num_classes}: every weight is loaded except those of the classifier "
+        f"layers ({names}), which keep their fresh initialization. Fine-tune the model "
+        "(model.fit) before using its predictions.",
+        stacklevel=3,
+    )
+
+
+def _h5_tensors(path):
+    """`(name, shape)` of every tensor in a Keras weights file.
 
     Raises:
         ValueError: if the file cannot be read as a Keras weights file
@@ -210,7 +232,16 @@ def _check_h5_fits(model, path):
             f"{path!r} is not a readable Keras .weights.h5 file (corrupted, truncated or "
             f"another kind of file): {error}"
         ) from error
-    ours = [(v.path, tuple(int(d) for d in v.shape)) for v in model.weights]
+    return found
+
+
+def _shapes(variables):
+    return [(v.path, tuple(int(d) for d in v.shape)) for v in variables]
+
+
+def _mismatch(found, ours):
+    """How a file's tensors `found` differ from the model's `ours` (naming
+    those of each side that the other lacks, by shape), or None if they fit."""
     file_only = _unmatched(found, ours)
     model_only = _unmatched(ours, found)
     if not (file_only or model_only):
@@ -219,6 +250,40 @@ def _check_h5_fits(model, path):
         f"the file holds {len(found)} tensors, the model {len(ours)}; "
         f"only in the file: {_listed(file_only)}; only in the model: {_listed(model_only)}"
     )
+
+
+def _h5_plan(model, found):
+    """How to load a Keras weights file whose tensors `found` do not all fit
+    `model`: `(skip, classes)`, the model's layers to leave as they are and,
+    where the classifiers are among them, the file's number of classes (else
+    None); `(None, None)` if the file does not fit.
+
+    - Training-only layers (`model.training_only_layers`: DMNN's category
+      heads, dropped after training) may be in the file only (not loaded)
+      or in the model only (left fresh).
+    - Classifiers (`model.classifier_layers()`) may differ in their number
+      of outputs only: then all of them are left fresh.
+    """
+    training_only = list(getattr(model, "training_only_layers", []))
+    groups = tuple(getattr(model, "_h5_training_only_groups", ()))
+    file_training = [t for t in found if groups and t[0].startswith(groups)]
+    found = [t for t in found if not (groups and t[0].startswith(groups))]
+    aside = {id(v) for layer in training_only for v in layer.weights}
+    skip = training_only if _mismatch(file_training, _shapes(
+        [v for v in model.weights if id(v) in aside])) else []
+    if not _mismatch(found, _shapes([v for v in model.weights if id(v) not in aside])):
+        return skip, None
+    heads = {id(v) for layer in model.classifier_layers() for v in layer.weights}
+    rest = [v for v in model.weights if id(v) not in heads]
+    head_shapes = _shapes([v for v in model.weights if id(v) in heads and id(v) not in aside])
+    left = _unmatched(found, _shapes(rest))
+    if _unmatched(_shapes([v for v in rest if id(v) not in aside]), found) or sorted(
+            shape[:-1] for _, shape in left) != sorted(shape[:-1] for _, shape in head_shapes):
+        return None, None
+    kernel = tuple(model.classifier_layers()[0].kernel.shape)
+    classes = next((shape[-1] for _, shape in left if shape[:-1] == kernel[:-1]),
+                   "another number of")
+    return model.classifier_layers(), classes
 
 
 def _unmatched(named_shapes, others):

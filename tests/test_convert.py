@@ -149,3 +149,27 @@ def test_converted_model_saved_here_loads_under_another_backend(kind, tmp_path):
     )
     theirs = np.load(tmp_path / "theirs.npy")
     assert np.abs(ours - theirs).max() <= 1e-5 * max(1.0, np.abs(ours).max())
+
+
+def test_a_checkpoint_of_another_class_count_loads_all_but_the_classifiers(tiny_state, tmp_path):
+    torch = pytest.importorskip("torch")
+    _, state = tiny_state  # 10 classes (cifar10)
+    path = tmp_path / "msdnet-tiny.pth"
+    torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, str(path))
+    kwargs = {**msdnet_convert.model_kwargs(TINY_FLAGS), "num_classes": 3}
+    with pytest.warns(UserWarning, match="trained for 10 classes, this model has num_classes=3"):
+        model = adaptive_zoo.MSDNet(**kwargs, weights=str(path))
+    full = convert.from_authors("msdnet", TINY_FLAGS, state)
+    heads = {id(v) for layer in model.classifier_layers() for v in layer.weights}
+    for mine, theirs in zip(model.weights, full.weights):
+        if id(mine) not in heads:
+            np.testing.assert_array_equal(np.asarray(keras.ops.convert_to_numpy(mine)),
+                                          np.asarray(keras.ops.convert_to_numpy(theirs)))
+    assert [tuple(layer.kernel.shape)[-1] for layer in model.classifier_layers()] == [3, 3]
+    # Any other difference is still an error, and nothing is assigned.
+    broken = {**state, "blocks.0.0.layers.0.net.0.weight": np.zeros((5, 3, 3, 3), "float32")}
+    fresh = adaptive_zoo.MSDNet(**kwargs)
+    before = keras.ops.convert_to_numpy(fresh.weights[0])
+    with pytest.raises(ValueError, match="blocks.0.0.layers.0.net.0.weight"):
+        convert.load_state_dict(fresh, broken, "msdnet")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(fresh.weights[0]), before)

@@ -9,6 +9,7 @@ import importlib
 
 import numpy as np
 
+from adaptive_zoo import weights
 from adaptive_zoo.convert import mapping
 
 __all__ = ["KINDS", "from_authors", "guess_kind", "load_authors_checkpoint", "load_state_dict", "read_checkpoint"]
@@ -76,6 +77,14 @@ def guess_kind(state_dict):
 def load_state_dict(model, state_dict, kind):
     """Assign an authors' state dict (names -> arrays) to our `model`.
 
+    A state dict trained for another number of classes than the model's
+    `num_classes` loads everything but the classifiers
+    (`model.classifier_layers()`), which keep their fresh initialization.
+
+    Returns:
+        `None` if every tensor was loaded; else (the classifiers left fresh)
+        the state dict's number of classes.
+
     Raises:
         ValueError: for a checkpoint of another family (named), or one of
             another configuration (naming the tensors that disagree).
@@ -88,12 +97,21 @@ def load_state_dict(model, state_dict, kind):
             f"the model is a {kind}. Build the matching model, e.g. "
             f"adaptive_zoo.convert.from_authors({found!r}, their_config, checkpoint)."
         )
-    mapping.assign(module.entries(model), state_dict, what=f"{kind} state dict")
+    heads = [v for layer in model.classifier_layers() for v in layer.weights]
+    entries = module.entries(model)
+    left = mapping.assign(entries, state_dict, what=f"{kind} state dict", may_differ=heads)
+    if not left:
+        return None
+    kernel = model.classifier_layers()[0].kernel
+    return next((shape[-1] for name, shape in left.items() if entries[name][0] is kernel),
+                "another number of")
 
 
 def load_authors_checkpoint(model, path, kind):
     """Load the authors' `.pth`/`.pth.tar` file at `path` into `model`."""
-    load_state_dict(model, read_checkpoint(path), kind)
+    classes = load_state_dict(model, read_checkpoint(path), kind)
+    if classes is not None:
+        weights.warn_fresh_classifiers(model, path, classes)
 
 
 def from_authors(kind, config, state_dict=None):

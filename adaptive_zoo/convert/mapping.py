@@ -76,8 +76,21 @@ def _strip(name):
     return name
 
 
-def assign(entries, state_dict, what="checkpoint"):
+def assign(entries, state_dict, what="checkpoint", may_differ=()):
     """Assign `state_dict` ({torch_name: array}) through `entries`.
+
+    Args:
+        entries: `{torch_name: (variable, transform)}`.
+        state_dict: `{torch_name: array}`.
+        what: how error messages name the state dict.
+        may_differ: variables (the classifiers') that may differ from the
+            state dict's in their last dimension only (another number of
+            classes): those are left as they are, if every other tensor fits.
+
+    Returns:
+        `{torch_name: shape}` (in our layout) of the state dict's tensors
+        left unassigned under `may_differ`; empty when everything was
+        assigned.
 
     Raises:
         ValueError: naming every missing, unexpected and mis-shaped tensor;
@@ -91,8 +104,9 @@ def assign(entries, state_dict, what="checkpoint"):
         tensors[name] = value
     missing = sorted(set(entries) - set(tensors))
     extra = sorted(set(tensors) - set(entries))
-    wrong = []
+    wrong, other_classes = [], {}
     values = {}
+    allowed = {id(v) for v in may_differ}
     for name, (variable, transform) in entries.items():
         if name not in tensors:
             continue
@@ -100,6 +114,9 @@ def assign(entries, state_dict, what="checkpoint"):
         if transform is not None:
             array = transform(array)
         if tuple(array.shape) != tuple(variable.shape):
+            if id(variable) in allowed and array.shape[:-1] == tuple(variable.shape)[:-1]:
+                other_classes[name] = tuple(array.shape)
+                continue
             wrong.append(
                 f"{name}: {tuple(np.shape(tensors[name]))} in the {what}, "
                 f"expected {tuple(variable.shape)} (after layout change)"
@@ -120,5 +137,8 @@ def assign(entries, state_dict, what="checkpoint"):
         raise ValueError(
             f"The {what} does not match this model configuration:\n  " + "\n  ".join(lines)
         )
-    for name, (variable, _) in entries.items():
-        variable.assign(values[name])
+    if other_classes:  # every classifier stays fresh, none half-loaded
+        values = {n: a for n, a in values.items() if id(entries[n][0]) not in allowed}
+    for name, value in values.items():
+        entries[name][0].assign(value)
+    return other_classes

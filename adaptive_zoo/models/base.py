@@ -79,6 +79,29 @@ class ZooModel(keras.Model):
         """The constructor arguments of the subclass's architecture."""
         raise NotImplementedError
 
+    def classifier_layers(self):
+        """The layers whose weights depend on `num_classes`: every exit's
+        classifier (and DMNN's category heads, which depend on the classes'
+        categories).
+
+        Loading a checkpoint trained for another number of classes
+        (`weights=` with a different `num_classes`) loads every other
+        weight and leaves these at their fresh initialization, with a
+        warning, to be fine-tuned.
+
+        Returns:
+            A list of Keras layers.
+
+        Example:
+        ```python
+        # The authors' ImageNet MSDNet, fine-tuned on 10 classes: a warning
+        # says that these layers start fresh.
+        model = adaptive_zoo.MSDNetImageNet(num_classes=10, weights="msdnet.pth.tar")
+        [layer.path for layer in model.classifier_layers()]  # each exit's dense
+        ```
+        """
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ #
     # Export.
     # ------------------------------------------------------------------ #

@@ -348,6 +348,9 @@ class CNMM(ZooModel):
             return logits
         return logits, np.full((len(logits),), float(plan.flops), dtype="float32")
 
+    def classifier_layers(self):
+        return [self.classifier]
+
     def _family_config(self):
         return dict(depth=self.depth, widths=list(self.widths), task=self.task,
                     keep_logit=self.keep_logit, temperature=self.temperature,

@@ -231,9 +231,16 @@ class DMNN(ZooModel):
     def static(self):
         return self.sub_blocks == 1
 
+    # Where a Keras weights file keeps `category_heads` (`weights._h5_plan`):
+    # a file may hold them for a model built without, and the reverse.
+    _h5_training_only_groups = ("category_heads/",)
+
     @property
     def training_only_layers(self):
         return list(self.category_heads)
+
+    def classifier_layers(self):
+        return [layer for layer in self.head if layer.weights] + list(self.category_heads)
 
     def build(self, input_shape=None):
         shape = (None,) + self.image_shape

@@ -72,6 +72,9 @@ class MultiExitModel(ZooModel):
     def _exit(self, k, state, training=None):
         raise NotImplementedError
 
+    def classifier_layers(self):
+        return [head.dense for head in self.heads]
+
     def _stage_flops(self):
         """Cost per image of each stage (stage 0 includes the stem)."""
         raise NotImplementedError
