@@ -90,7 +90,7 @@ def multi_exit_rows(model, held, test, profile):
     calibrating on `held`, budgeted)."""
     (x_test, y_test), full = test, profile.flops
     rows = []
-    all_exits = model.predict_all_exits(x_test)
+    all_exits = model.predict_all_exits(x_test, verbose=0)
     print("per exit (every sample leaves at this exit)")
     print("| exit | MFLOPs | fraction of full | test accuracy |")
     print("| --- | --- | --- | --- |")

@@ -179,7 +179,7 @@ def measure(model, family, test, budgets, full):
                                          verbose=0)
             correct, spent = correct + np.sum(logits.argmax(-1) == y), spent + [cost]
         else:
-            correct = correct + np.sum(model.predict_all_exits(images).argmax(-1) == y[None, :], axis=1)
+            correct = correct + np.sum(model.predict_all_exits(images, verbose=0).argmax(-1) == y[None, :], axis=1)
     labels = np.concatenate(labels)
     if family in ("dmnn", "cnmm"):
         kind = "gates as trained" if family == "dmnn" else "whole mixture"

@@ -214,3 +214,12 @@ def test_budgeted_predict_shows_keras_progress_bar_unless_silenced(family, capsy
     assert "2/2" in capsys.readouterr().out
     model.predict(x, budget=0.9, batch_size=4, steps=1, verbose=2)
     assert "1/1" in capsys.readouterr().out
+
+
+def test_predict_all_exits_shows_keras_progress_bar_unless_silenced(capsys):
+    model = FAMILIES["msdnet"]()
+    x = np.zeros((7,) + model.image_shape, "float32")
+    model.predict_all_exits(x, batch_size=4, verbose=0)
+    assert capsys.readouterr().out == ""
+    assert model.predict_all_exits(x, batch_size=4).shape == (model.num_exits, 7, model.num_classes)
+    assert "2/2" in capsys.readouterr().out

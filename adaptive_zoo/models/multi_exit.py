@@ -419,11 +419,22 @@ class MultiExitModel(ZooModel):
         return checked_batches(x, positive_batch_size(batch_size, default), self._check_inputs, steps,
                                verbose)
 
-    def predict_all_exits(self, x, batch_size=None):
-        """Every exit's logits for every sample, as a NumPy array `(K, N, C)`."""
+    def predict_all_exits(self, x, batch_size=None, verbose="auto"):
+        """Every exit's logits for every sample.
+
+        Args:
+            x: images `(N, H, W, C)`, or an iterable of batches (or of
+                `(images, labels)` pairs).
+            batch_size: batch size for arrays (default 64).
+            verbose: Keras' progress bar, as in `predict`: `"auto"` or 1, a
+                bar; 2, one line at the end; 0, silent.
+
+        Returns:
+            A NumPy array `(K, N, num_classes)`, exit by exit.
+        """
         fn = self._compiled(("all",), lambda: (lambda x: self._all_exits(x, training=False)))
         outputs = []
-        for batch in self._checked_batches(x, batch_size, 64):
+        for batch in self._checked_batches(x, batch_size, 64, verbose=verbose):
             outputs.append(np.stack([ops.convert_to_numpy(o) for o in fn(batch)]))
         return np.concatenate(outputs, axis=1)
 
@@ -451,7 +462,7 @@ class MultiExitModel(ZooModel):
         # at every exit are kept.
         confidences, correct = [], []
         for images, labels in held_out_batches(data, batch_size=positive_batch_size(batch_size, 64)):
-            logits = self.predict_all_exits(images, batch_size=len(images))
+            logits = self.predict_all_exits(images, batch_size=len(images), verbose=0)
             shifted = logits - logits.max(axis=-1, keepdims=True)
             probs = np.exp(shifted)
             confidences.append(probs.max(axis=-1) / probs.sum(axis=-1))
