@@ -277,6 +277,12 @@ def test_calibration_is_the_curve_of_the_other_families(trained):
         batches = _Readings(x[:200], y[:200], 64)
         streamed = model.calibrate(batches, budgets=[0.6, 0.9])
         assert batches.readings > 2
+        # Each threshold is read once: the two budgets' searches share their
+        # start (every gate on) and their first step (threshold 0.5).
+        alone = [_Readings(x[:200], y[:200], 64) for _ in range(2)]
+        for readings, b in zip(alone, (0.6, 0.9)):
+            model.calibrate(readings, budgets=[b])
+        assert batches.readings <= alone[0].readings + alone[1].readings - 2
         generated = model.calibrate(iter(_Readings(x[:200], y[:200], 64)), budgets=[0.6, 0.9])
         for other in (streamed, generated):
             assert other.thresholds == curve.thresholds and other.accuracy == curve.accuracy

@@ -685,8 +685,9 @@ class DMNN(ZooModel):
             data: images `(N, H, W, C)`, `(images, labels)`, or an iterable
                 of image batches or of `(images, labels)` batches. Labels are
                 optional: with them, the accuracy at each budget is measured.
-                The search reads the data once per step, one batch at a
-                time: a dataset that can be iterated again (`tf.data`, a
+                The search reads the data once per threshold it tries
+                (the budgets' searches share their first steps), one batch
+                at a time: a dataset that can be iterated again (`tf.data`, a
                 `PyDataset`, a list of batches) is never held in memory
                 whole; a generator is read into memory first. It must give
                 the same images at each reading (no random augmentation).
@@ -727,9 +728,16 @@ class DMNN(ZooModel):
 
         run = fast_path.compile_inference(cost_fn, self.variables)
 
+        readings = {}  # threshold -> its reading: budgets' searches share their first steps
+
         def mean_cost(tau):
             """(mean cost, accuracy: NaN without labels) on the data at
-            threshold `tau`, reading it batch by batch."""
+            threshold `tau`, reading it batch by batch (once per `tau`)."""
+            if tau not in readings:
+                readings[tau] = read(tau)
+            return readings[tau]
+
+        def read(tau):
             spent, right, count, labelled = 0.0, 0, 0, True
             for images, labels in passes():
                 rows = len(images)
