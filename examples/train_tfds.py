@@ -29,7 +29,8 @@ the global batch; not on PyTorch, whose DDP we do not cover).
 
 The first `--holdout` training images (CIFAR 5,000, ImageNet 50,000, as the
 MSDNet authors hold out; DMNN, whose threshold search reads its held-out
-images once per step, up to about 30 steps per budget, CIFAR 5,000 and
+images once per threshold it tries, up to about 30 per budget (the budgets
+share their first ones), CIFAR 5,000 and
 ImageNet 10,000) are not trained on: they calibrate the
 budgets. CNMM needs no calibration (a budget is a pruned graph) and holds
 nothing out by default; the CNMM recipe is the same SGD schedule, ours (the
