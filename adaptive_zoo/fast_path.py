@@ -195,8 +195,12 @@ def compile_accumulating(fn, variables, then=None, bucket=None):
     On JAX each case is one `jax.jit` program (the sum, or the gather, `fn`
     and the scatter-add; with `then` or without), with `index` padded to a
     bucket by out-of-range rows whose results the scatter drops; the running
-    sum's buffer is reused (donated) when it is not `inputs`. Elsewhere
-    `accumulating` of `compile_inference(fn)`.
+    sum's buffer is reused (donated) when it is not `inputs`. The JAX `acc`
+    also has the two halves, `acc.rows(inputs, index)` (`fn` of those rows)
+    and `acc.add_rows(out, rows, index, last=False)` (added onto `out`'s
+    buffer in place, then `then`), for a caller that may overwrite `inputs`
+    (`SubBlockBranch.skip`). Elsewhere `accumulating` of
+    `compile_inference(fn)`.
 
     Args:
         fn, then: as in `accumulating`.
@@ -237,6 +241,31 @@ def _jax_accumulating(fn, variables, then, bucket):
 
     programs = {}
 
+    def padded(index, size):
+        # Padded in NumPy: an eager JAX pad would compile once per row count.
+        index = np.asarray(index, "int32")
+        n = index.shape[0]
+        return np.pad(index, (0, bucket(n) - n), constant_values=size)
+
+    # The same in two steps, for adding onto a buffer that may be
+    # overwritten: `rows` computes `fn` on the rows `index` (padded), and
+    # `add_rows` adds them onto `out` in place (donated).
+    def rows(inputs, index):
+        if "rows" not in programs:
+            programs["rows"] = jax.jit(lambda values, x, index: apply(values, take(x, index)))
+        return programs["rows"]([v.value for v in variables], inputs,
+                                padded(index, inputs.shape[0]))
+
+    def add_rows(out, results, index, last=False):
+        key = ("add", bool(last))
+        if key not in programs:
+            def run(out, results, index, last=bool(last)):
+                out = add(out, index, results)
+                return then(out) if last and then is not None else out
+
+            programs[key] = jax.jit(run, donate_argnums=(0,))
+        return programs[key](out, results, padded(index, out.shape[0]))
+
     def acc(out, inputs, index=None, last=False):
         donate = out is not inputs
         key = (index is not None, bool(last), donate)
@@ -245,12 +274,9 @@ def _jax_accumulating(fn, variables, then, bucket):
         values = [v.value for v in variables]
         if index is None:
             return programs[key](values, out, inputs)
-        # Padded in NumPy: an eager JAX pad would compile once per row count.
-        index = np.asarray(index, "int32")
-        n = index.shape[0]
-        index = np.pad(index, (0, bucket(n) - n), constant_values=out.shape[0])
-        return programs[key](values, out, inputs, index)
+        return programs[key](values, out, inputs, padded(index, out.shape[0]))
 
+    acc.rows, acc.add_rows = rows, add_rows
     return acc
 
 

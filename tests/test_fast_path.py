@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 from adaptive_zoo import fast_path
 
@@ -108,6 +109,25 @@ def test_compiled_accumulation_adds_onto_the_selected_rows_only():
         np.testing.assert_allclose(keras.ops.convert_to_numpy(result), expected - 1.0, atol=1e-6)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(acc(xt, xt, last=True)), x + dense - 1.0,
                                atol=1e-6)
+
+
+def test_jax_accumulation_in_two_halves_adds_in_place():
+    if keras.backend.backend() != "jax":
+        pytest.skip("the two halves are JAX's (its buffers can be donated)")
+    layer = keras.layers.Dense(4)
+    layer.build((None, 4))
+    acc = fast_path.compile_accumulating(layer, layer.variables, then=lambda t: t - 1.0)
+    rng = np.random.default_rng(3)
+    x = rng.random((20, 4), dtype=np.float32)
+    dense = keras.ops.convert_to_numpy(layer(x))
+    rows = np.asarray([0, 5, 19], "int32")
+    xt = keras.ops.convert_to_tensor(x)
+    results = acc.rows(xt, rows)
+    out = acc.add_rows(xt, results, rows, last=True)
+    expected = x.copy()
+    expected[rows] += dense[rows]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(out), expected - 1.0, atol=1e-6)
+    assert xt.is_deleted()  # the inputs' buffer was reused, not copied
 
 
 def test_conv2d_pads_like_pytorch_and_adds_the_bias():
@@ -268,8 +288,6 @@ def test_tune_cpu_allocator_keeps_large_buffers_in_the_heap():
     import ctypes
     import subprocess
     import sys
-
-    import pytest
 
     if not hasattr(ctypes.CDLL(None), "mallinfo2"):
         pytest.skip("not glibc >= 2.33")

@@ -22,6 +22,28 @@ def test_skipping_equals_dense_for_the_same_decisions(kind, activation):
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("every_row", [False, True])
+def test_compiled_skipping_onto_the_inputs_buffer_equals_dense(every_row):
+    # What DMNN's predict runs: compiled sub-blocks, and inputs the caller no
+    # longer needs (on JAX added onto in place, where every running
+    # sub-block runs on some images only; else onto a copy).
+    branch = SubBlockBranch("bottleneck", widths=(6, 5, 4), filters=8, activation="relu")
+    rng = np.random.RandomState(3)
+    x = rng.randn(9, 5, 5, 8).astype("float32")
+    decisions = rng.rand(9, 3) > 0.5
+    decisions[0] = True  # each sub-block runs somewhere
+    decisions[:, 1] = every_row or decisions[:, 1]
+    decisions[1, 1] = every_row  # one off unless every row
+    dense = ops.convert_to_numpy(branch(x, decisions.astype("float32")))
+    accs = [fast_path.compile_accumulating(lambda t, b=b: b(t, training=False), b.variables,
+                                           then=branch._activate) for b in branch.sub_blocks]
+    inputs = ops.convert_to_tensor(x.copy())
+    out = branch.skip(inputs, ops.convert_to_tensor(decisions), accs, consume_inputs=True)
+    np.testing.assert_allclose(ops.convert_to_numpy(out), dense, rtol=1e-5, atol=1e-5)
+    if keras.backend.backend() == "jax":
+        assert inputs.is_deleted() != every_row  # its buffer became the output
+
+
 def test_all_off_is_the_identity():
     branch = SubBlockBranch("bottleneck", widths=(4, 4), filters=8, activation=None)
     x = np.random.RandomState(1).randn(3, 4, 4, 8).astype("float32")

@@ -204,7 +204,7 @@ class SubBlockBranch(Layer):
             out = out + y
         return activate(out, self.activation)
 
-    def skip(self, inputs, decisions, accumulate_fns=None):
+    def skip(self, inputs, decisions, accumulate_fns=None, consume_inputs=False):
         """Inference with real skipping.
 
         Args:
@@ -213,6 +213,10 @@ class SubBlockBranch(Layer):
             accumulate_fns: optional compiled replacements, one per
                 sub-block, for `fast_path.accumulating(sub-block call,
                 then=the activation)` (see `fast_path.compile_accumulating`).
+            consume_inputs: whether `inputs` may be overwritten (the caller
+                no longer needs it): with JAX's compiled `accumulate_fns`,
+                the sub-blocks' results are then added onto the inputs'
+                buffer in place instead of onto a copy of it.
 
         Returns:
             The same values as `call(inputs, gates)` in inference mode, with
@@ -224,6 +228,9 @@ class SubBlockBranch(Layer):
         on = ops.convert_to_numpy(decisions).astype(bool)
         counts = on.sum(axis=0)
         running = [i for i in range(len(accs)) if counts[i] > 0]
+        if (running and consume_inputs and all(counts[i] < on.shape[0] for i in running)
+                and all(hasattr(accs[i], "add_rows") for i in running)):
+            return self._skip_in_place(inputs, on, running, accs)
         out = inputs
         for i in running:
             last = i == running[-1]
@@ -233,6 +240,24 @@ class SubBlockBranch(Layer):
                 index = ops.convert_to_tensor(np.flatnonzero(on[:, i]).astype("int32"))
                 out = accs[i](out, inputs, index, last=last)
         return out if running else activate(out, self.activation)
+
+    @staticmethod
+    def _skip_in_place(inputs, on, running, accs):
+        """`skip` onto the inputs' own buffer, where every running sub-block
+        runs on some images only (JAX, `consume_inputs`): each one's results
+        first, from the untouched inputs, then each added in place (the
+        buffer is donated; the last call also activates). Saves the copy of
+        the whole input that the first scatter-add otherwise makes. (Where a
+        sub-block runs on every image, its sum with the inputs is that fresh
+        buffer anyway.)"""
+        parts = []
+        for i in running:
+            index = np.flatnonzero(on[:, i]).astype("int32")
+            parts.append((i, index, accs[i].rows(inputs, index)))
+        out = inputs
+        for i, index, results in parts:
+            out = accs[i].add_rows(out, results, index, last=i == running[-1])
+        return out
 
     def accumulate_fns(self):
         """`fast_path.accumulating` of each sub-block's inference call, with

@@ -553,7 +553,8 @@ class DMNN(ZooModel):
             d, state = gate(g, x, state, rule)
             decisions.append(d)
             fns = [subs(g, j) for j in range(block.num_sub_blocks)]
-            x = block.skip(x, d, None if fns[0] is None else fns)
+            # Compiled pieces may overwrite x: nothing reads it after the block.
+            x = block.skip(x, d, None if fns[0] is None else fns, consume_inputs=fns[0] is not None)
         return head(x), decisions
 
     def call(self, inputs, budget=None, return_cost=False, mode="auto", training=None):
