@@ -223,3 +223,22 @@ def test_predict_all_exits_shows_keras_progress_bar_unless_silenced(capsys):
     assert capsys.readouterr().out == ""
     assert model.predict_all_exits(x, batch_size=4).shape == (model.num_exits, 7, model.num_classes)
     assert "2/2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_freeze_backbone_trains_the_classifiers_only(family):
+    model = FAMILIES[family]()
+    trainable = len(model.trainable_weights)
+    model.freeze_backbone()
+    heads = {id(v) for layer in model.classifier_layers() for v in layer.weights}
+    assert {id(v) for v in model.trainable_weights} == heads
+    before = [keras.ops.convert_to_numpy(v).copy() for v in model.weights]
+    rng = np.random.default_rng(0)
+    x = rng.random((16,) + model.image_shape, dtype=np.float32)
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, rng.integers(0, model.num_classes, 16), epochs=1, batch_size=8, verbose=0)
+    changed = {id(v) for v, old in zip(model.weights, before)
+               if not np.array_equal(keras.ops.convert_to_numpy(v), old)}
+    assert changed == heads  # BatchNorm statistics too stay as they were
+    model.freeze_backbone(False)
+    assert len(model.trainable_weights) == trainable

@@ -102,6 +102,51 @@ class ZooModel(keras.Model):
         """
         raise NotImplementedError
 
+    def freeze_backbone(self, frozen=True):
+        """Freeze every weight but the classifiers' (`classifier_layers()`),
+        to train new classifiers first, as `backbone.trainable = False` does
+        in Keras' transfer-learning recipe.
+
+        The frozen layers' BatchNorm runs in inference mode in `fit` (Keras'
+        rule for a non-trainable BatchNorm). Setting `model.trainable =
+        False` instead would leave nothing to train: a frozen model reports
+        no trainable weights, whatever its layers say.
+
+        Args:
+            frozen: `False` makes every weight trainable again.
+
+        Example:
+        ```python
+        model = adaptive_zoo.MSDNetImageNet(num_classes=10, weights="msdnet.pth.tar")
+        model.freeze_backbone()      # train the new classifiers...
+        model.compile(...); model.fit(train_ds, epochs=5)
+        model.freeze_backbone(False)  # ...then everything, at a lower rate
+        model.compile(...); model.fit(train_ds, epochs=20)
+        ```
+        """
+        self.trainable = True  # Keras sets every sublayer
+        for layer in self._flatten_layers(include_self=True):
+            for variable in layer._trainable_variables:
+                variable.trainable = True
+        if not frozen:
+            return
+        heads = {id(layer) for layer in self.classifier_layers()}
+
+        def freeze(layer):
+            if id(layer) in heads:
+                return
+            inner = list(layer._flatten_layers(include_self=False, recursive=False))
+            if not any(id(l) in heads for l in layer._flatten_layers(include_self=False)):
+                layer.trainable = False
+                return
+            # An ancestor of a classifier: its own weights, then its layers.
+            for variable in layer._trainable_variables:
+                variable.trainable = False
+            for child in inner:
+                freeze(child)
+
+        freeze(self)
+
     # ------------------------------------------------------------------ #
     # Export.
     # ------------------------------------------------------------------ #
