@@ -135,14 +135,13 @@ class ZooModel(keras.Model):
         def freeze(layer):
             if id(layer) in heads:
                 return
-            inner = list(layer._flatten_layers(include_self=False, recursive=False))
-            if not any(id(l) in heads for l in layer._flatten_layers(include_self=False)):
+            if not any(id(inner) in heads for inner in layer._flatten_layers(include_self=False)):
                 layer.trainable = False
                 return
             # An ancestor of a classifier: its own weights, then its layers.
             for variable in layer._trainable_variables:
                 variable.trainable = False
-            for child in inner:
+            for child in layer._flatten_layers(include_self=False, recursive=False):
                 freeze(child)
 
         freeze(self)
