@@ -274,11 +274,11 @@ def _h5_plan(model, found):
     if not _mismatch(found, _shapes([v for v in model.weights if id(v) not in aside])):
         return skip, None
     heads = {id(v) for layer in model.classifier_layers() for v in layer.weights}
-    rest = [v for v in model.weights if id(v) not in heads]
+    rest = _shapes([v for v in model.weights if id(v) not in heads and id(v) not in aside])
     head_shapes = _shapes([v for v in model.weights if id(v) in heads and id(v) not in aside])
-    left = _unmatched(found, _shapes(rest))
-    if _unmatched(_shapes([v for v in rest if id(v) not in aside]), found) or sorted(
-            shape[:-1] for _, shape in left) != sorted(shape[:-1] for _, shape in head_shapes):
+    left = _unmatched(found, rest)
+    if _unmatched(rest, found) or sorted(shape[:-1] for _, shape in left) != sorted(
+            shape[:-1] for _, shape in head_shapes):
         return None, None
     kernel = tuple(model.classifier_layers()[0].kernel.shape)
     classes = next((shape[-1] for _, shape in left if shape[:-1] == kernel[:-1]),
