@@ -242,3 +242,76 @@ def test_freeze_backbone_trains_the_classifiers_only(family):
     assert changed == heads  # BatchNorm statistics too stay as they were
     model.freeze_backbone(False)
     assert len(model.trainable_weights) == trainable
+
+
+# ---------------------------------------------------------------------- #
+# Keras' training loop: a default loss; a failed call leaves the model as it was.
+# ---------------------------------------------------------------------- #
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_compile_defaults_to_cross_entropy_on_the_logits(family):
+    model = FAMILIES[family]()
+    model.compile(optimizer="adam")
+    assert isinstance(model.loss, keras.losses.SparseCategoricalCrossentropy)
+    assert model.loss.get_config()["from_logits"]
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8,) + model.image_shape, dtype=np.float32), rng.integers(0, 5, 8)
+    assert np.isfinite(model.fit(x, y, epochs=1, verbose=0).history["loss"][-1])
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_saved_compiled_model_loads_compiled(family, tmp_path):
+    # Keras skips `compile_from_config` for a model whose `compile` is its own.
+    model = FAMILIES[family]()
+    model.compile(optimizer="adam")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8,) + model.image_shape, dtype=np.float32), rng.integers(0, 5, 8)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert loaded.compiled and isinstance(loaded.loss, keras.losses.SparseCategoricalCrossentropy)
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) == 2
+    for got, want in zip(loaded.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(want))
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_failed_fit_evaluate_or_predict_leaves_the_model_as_it_was(family):
+    # Keras' JAX trainer empties the variables for its first step: an error
+    # there left them empty, and every later call of the model failed. On
+    # TensorFlow a second `predict` traces with the channels unknown, and a
+    # convolution took 2 channels for 1 as a grouped one (no error).
+    model = FAMILIES[family]()
+    model.compile(optimizer="adam")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8,) + model.image_shape, dtype=np.float32), rng.integers(0, 5, 8)
+    model.fit(x, y, epochs=1, verbose=0)  # the optimizer's variables hold values too
+    before = model.predict(x, verbose=0)
+    weights = [w.copy() for w in model.get_weights()]
+    wrong = np.concatenate([x, x], axis=-1)
+    with pytest.raises(ValueError, match="takes images with 1 channels"):
+        model.predict(wrong, verbose=0)
+    with pytest.raises(ValueError, match="takes images with 1 channels"):
+        model.fit(wrong, y, verbose=0)
+    with pytest.raises(ValueError, match="takes images with 1 channels"):
+        model.evaluate(tf_data_or_array(wrong, y), verbose=0)
+    with pytest.raises(ValueError, match="shape"):
+        model.evaluate(x, np.zeros((8, 7)), verbose=0)
+    for got, want in zip(model.get_weights(), weights):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), before)
+    # Labels the loss refuses, in training: on PyTorch the forward pass has
+    # already moved BatchNorm's statistics (Keras runs it eagerly there).
+    with pytest.raises(ValueError, match="shape"):
+        model.fit(x, np.zeros((8, 7)), verbose=0)
+    assert np.isfinite(model.predict(x, verbose=0)).all()
+    assert np.isfinite(model.fit(x, y, epochs=1, verbose=0).history["loss"][-1])
+
+
+def tf_data_or_array(x, y):
+    """A `tf.data.Dataset` of `(x, y)` batches where TensorFlow is installed."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return x
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(4)

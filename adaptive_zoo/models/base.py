@@ -1,11 +1,32 @@
 """What every model of the zoo shares: the images it takes, its classes, the
-input checks and the base of its config."""
+input checks, Keras' training loop made safe and the base of its config."""
+
+import functools
 
 import keras
 
 from adaptive_zoo.models.inputs import as_float_images, check_image_batch, positive_integer
 
 __all__ = ["ZooModel"]
+
+
+def _keras_loop(method):
+    """Keras' `fit`, `evaluate` or `predict` for a zoo model: the images'
+    shape checked first where the data shows it (`_check_data`), and the
+    variables left usable where it raises on JAX (`_get_jax_state`)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        self._check_data(args[0] if args else kwargs.get("x"))
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            self._put_back_handed_out_values()
+            raise
+        finally:
+            self._keep_handed_out(())
+
+    return wrapper
 
 
 class ZooModel(keras.Model):
@@ -44,6 +65,91 @@ class ZooModel(keras.Model):
             raise ValueError(f"input_shape must be (H, W, C) of positive integers, got {input_shape!r}.")
         self.num_classes = positive_integer(num_classes, "num_classes")
         self._compiled_fns = {}
+
+    def compile(self, optimizer="rmsprop", loss="auto", **kwargs):
+        """Keras' `compile`, with a loss by default.
+
+        Args:
+            optimizer: as in Keras (default `"rmsprop"`, Keras' own).
+            loss: `"auto"` (the default): sparse categorical cross-entropy
+                on the logits (integer labels; per pixel for CNMM's
+                segmentation), on every exit of a multi-exit model and
+                under DMNN's resource and category terms. Or any Keras
+                loss, e.g. `CategoricalCrossentropy(from_logits=True)` for
+                one-hot labels. The models always need one to train.
+            **kwargs: Keras' other `compile` arguments (`metrics`, ...).
+
+        Example:
+        ```python
+        model = adaptive_zoo.MSDNetTiny(num_classes=10)
+        model.compile(optimizer="adam", metrics=["accuracy"])
+        model.fit(images, labels, epochs=10)
+        ```
+        """
+        if isinstance(loss, str) and loss == "auto":
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras' own skips a model whose `compile` is overridden (`load_model`
+        # would then leave it uncompiled); this one takes Keras' arguments.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)  # its variables, for the saved state
+
+    # Keras' loops trace `call`, and TensorFlow, when it traces again for a
+    # new shape, relaxes the shape to (batch, H, W, None): `call` then cannot
+    # see a wrong number of channels, and TensorFlow's convolution takes 2
+    # channels for a 1-channel kernel as a grouped convolution: wrong logits,
+    # no error. Hence `_check_data` before Keras' loop starts.
+    #
+    # Keras' JAX trainer (3.15) takes every variable's value out of the model
+    # when it hands the state to the first step of `fit`, `evaluate` or
+    # `predict`, and puts the new values back only once a step has run: an
+    # error in that first step (images of the wrong shape, labels the loss
+    # refuses, no loss) left every variable empty, and each later call
+    # failed with "'NoneType' object is not callable". The values handed out
+    # are kept until the call ends, and put back where it raised. (They cost
+    # no memory once a step has run: the step takes their buffers over.)
+    fit = _keras_loop(keras.Model.fit)
+    evaluate = _keras_loop(keras.Model.evaluate)
+    predict = _keras_loop(keras.Model.predict)
+    _handed_out = ()
+
+    def _check_data(self, x):
+        """`_check_inputs` of the images in `x` (`fit`/`evaluate`/`predict`
+        data) where their shape shows without reading them: an array or
+        tensor, a `tf.data.Dataset`'s element spec."""
+        if hasattr(x, "element_spec"):  # tf.data: images, or (images, labels)
+            x = x.element_spec[0] if isinstance(x.element_spec, tuple) else x.element_spec
+        try:
+            tuple(x.shape)
+        except (AttributeError, TypeError, ValueError):  # no shape, or its rank unknown
+            return
+        self._check_inputs(x)
+
+    def _get_jax_state(self, *args, **kwargs):
+        if kwargs.get("purge_model_variables"):
+            optimizer = getattr(self, "optimizer", None)
+            groups = (self.trainable_variables, self.non_trainable_variables,
+                      self.metrics_variables, optimizer.variables if optimizer else [])
+            self._keep_handed_out(tuple((v, v.value) for group in groups for v in group))
+        return super()._get_jax_state(*args, **kwargs)
+
+    def _keep_handed_out(self, pairs):
+        # Past Keras' attribute tracking: these variables are the model's own.
+        object.__setattr__(self, "_handed_out", pairs)
+
+    def _put_back_handed_out_values(self):
+        """After Keras' JAX `fit`/`evaluate`/`predict` raised: the values of
+        the last step that ran (Keras' own state, where one did), else the
+        values handed out to the first, in the variables left empty."""
+        if getattr(self, "_jax_state", None) is not None:
+            self.jax_state_sync()
+            self._jax_state = None
+        for variable, value in self._handed_out:
+            if variable._value is None and not value.is_deleted():
+                variable.assign(value)
 
     @property
     def input_shape(self):
