@@ -327,7 +327,7 @@ def calibrate_exits(confidences, correct, exit_flops, budgets, tolerance=0.01):
     return result
 
 
-def calibrate(model, data, budgets=None, batch_size=None):
+def calibrate(model, data, budgets=None, batch_size=None, verbose="auto"):
     """Calibrate a model of this package for its budgets on held-out data.
 
     The same as `model.calibrate(...)`, for every family. Multi-exit models
@@ -344,6 +344,8 @@ def calibrate(model, data, budgets=None, batch_size=None):
         budgets: budgets in (0, 1]; default: a grid from the cheapest
             reachable budget to 1.
         batch_size: batch size for arrays.
+        verbose: Keras' progress bar over the batches of each pass over
+            `data`, as in `predict`: `"auto"` or 1, 2, or 0 for none.
 
     Returns:
         The `Calibration`, whose `budgets`, `mean_flops` and `accuracy`
@@ -367,7 +369,7 @@ def calibrate(model, data, budgets=None, batch_size=None):
             f"calibrate() takes a model of this package (MSDNet, RANet, DMNN); got "
             f"{type(model).__name__}."
         )
-    return model.calibrate(data, budgets=budgets, batch_size=batch_size)
+    return model.calibrate(data, budgets=budgets, batch_size=batch_size, verbose=verbose)
 
 
 # ---------------------------------------------------------------------- #

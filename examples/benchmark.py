@@ -120,7 +120,7 @@ def main(argv=None):
     budgets = [float(b) for b in args.budgets.split(",")]
     held_out = rng.normal(size=(args.calibration_size,) + shape).astype("float32")
     labels = rng.integers(0, model.num_classes, args.calibration_size)
-    model.calibrate((held_out, labels), budgets=budgets)
+    model.calibrate((held_out, labels), budgets=budgets, verbose=0)
     stream = rng.normal(size=(args.batch * max(args.batches, 1),) + shape).astype("float32")
     x = stream[: args.batch]
 

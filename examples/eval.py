@@ -99,7 +99,7 @@ def multi_exit_rows(model, held, test, profile):
         rows.append(("exit", k, flops / full, flops, acc))
         print(f"| {k} | {flops / 1e6:.3f} | {flops / full:.3f} | {acc:.4f} |")
 
-    calibration = model.calibrate(held, budgets=None)
+    calibration = model.calibrate(held, budgets=None, verbose=0)
     low, high = calibration.budget_range
     print(f"\ncalibrated on {len(held[0])} held-out training images for budgets {low:.3f} to {high:.3f}")
     print("| budget | mode | mean MFLOPs spent | fraction of full | test accuracy |")
@@ -121,7 +121,7 @@ def gated_rows(model, held, test, profile):
     """Accuracy and mean cost with the gates as trained, then per budget
     (uncalibrated top-k and, after calibrating on `held`, thresholds)."""
     (x_test, y_test), full = test, profile.flops
-    calibration = model.calibrate(held)
+    calibration = model.calibrate(held, verbose=0)
     low, high = calibration.budget_range
     print(f"calibrated on {len(held[0])} held-out training images for budgets {low:.3f} to "
           f"{high:.3f}; the parts that always run cost {model.cheapest_budget():.3f}")

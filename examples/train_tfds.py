@@ -261,7 +261,7 @@ def _train(args, out, constructor, arguments, family, plan, devices, argv):
     if family == "cnmm":  # no calibration: every budget down to the cheapest graph
         low, high = model.cheapest_budget(), 1.0
     else:
-        low, high = model.calibrate(held).budget_range
+        low, high = model.calibrate(held, verbose=2).budget_range
     budgets = [b for b in (float(b) for b in args.budgets.split(",")) if low <= b <= high]
     profile = adaptive_zoo.profile(model)
     full = float(profile.flops)

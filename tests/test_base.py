@@ -315,3 +315,17 @@ def tf_data_or_array(x, y):
     except ImportError:
         return x
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+
+
+@pytest.mark.parametrize("family", ["msdnet", "dmnn"])
+def test_calibrate_shows_keras_progress_bar_unless_silenced(family, capsys):
+    model = FAMILIES[family]()
+    rng = np.random.default_rng(0)
+    held = rng.random((7,) + model.image_shape, dtype=np.float32), rng.integers(0, 5, 7)
+    model.calibrate(held, budgets=[1.0], batch_size=4, verbose=0)
+    assert capsys.readouterr().out == ""
+    model.calibrate(held, budgets=[1.0], batch_size=4)  # "auto", as Keras' predict: a bar
+    assert "2/2" in capsys.readouterr().out
+    batches = [(held[0][:4], held[1][:4]), (held[0][4:], held[1][4:])]
+    az.calibrate(model, batches, budgets=[1.0], verbose=2)  # one line per pass over the data
+    assert "2/2" in capsys.readouterr().out

@@ -674,7 +674,7 @@ class DMNN(ZooModel):
     # ------------------------------------------------------------------ #
     # Calibration.
     # ------------------------------------------------------------------ #
-    def calibrate(self, data, budgets=None, batch_size=None, tolerance=0.01):
+    def calibrate(self, data, budgets=None, batch_size=None, tolerance=0.01, verbose="auto"):
         """Calibrate the threshold on "on" probabilities for each budget.
 
         For each budget, a bisection on the global threshold until the mean
@@ -696,6 +696,9 @@ class DMNN(ZooModel):
                 the cheapest reachable budget to 1.
             batch_size: batch size for arrays.
             tolerance: relative cost tolerance of the search.
+            verbose: Keras' progress bar over the batches of each reading
+                of the data, as in `predict`: `"auto"` or 1, a bar per
+                reading; 2, one line per reading; 0, silent.
 
         Returns:
             The `budget.Calibration`, as the multi-exit models' `calibrate`
@@ -712,7 +715,7 @@ class DMNN(ZooModel):
         if self.static:
             raise ValueError("A static DMNN (sub_blocks=1) has no gates to calibrate.")
         size = positive_batch_size(batch_size, 64)
-        passes = held_out_passes(data, labels_required=False, batch_size=size)
+        passes = held_out_passes(data, labels_required=False, batch_size=size, verbose=verbose)
         full = self.full_flops()
         if budgets is None:
             low = min(1.0, self.cheapest_budget() + 0.05)

@@ -75,8 +75,11 @@ def checked_batches(x, batch_size, check, steps=None, verbose=0):
     Raises:
         ValueError: if `x` holds no images.
     """
-    bar = _progress_bar(x, batch_size, steps, verbose)
-    empty, done = True, 0
+    return _counted(_checked(x, batch_size, check, steps), _progress_bar(x, batch_size, steps, verbose))
+
+
+def _checked(x, batch_size, check, steps):
+    empty = True
     for batch in itertools.islice(image_batches(x, batch_size), steps):
         batch = as_float_images(batch)
         check(batch)
@@ -84,11 +87,19 @@ def checked_batches(x, batch_size, check, steps=None, verbose=0):
             continue
         empty = False
         yield batch
-        done += 1
-        if bar is not None:
-            bar.update(done, finalize=False)  # the last line once, below
     if empty:
         raise ValueError("predict got no images.")
+
+
+def _counted(batches, bar):
+    """`batches`, advancing Keras' progress bar `bar` (None: no bar) as the
+    caller asks for the next one; its last line once, at the end."""
+    done = 0
+    for batch in batches:
+        yield batch
+        done += 1
+        if bar is not None:
+            bar.update(done, finalize=False)
     if bar is not None:
         bar.update(done, finalize=True)
 
@@ -162,7 +173,7 @@ def image_batches(x, batch_size):
         yield item if hasattr(item, "shape") else ops.convert_to_numpy(item)
 
 
-def held_out_batches(data, labels_required=True, batch_size=None):
+def held_out_batches(data, labels_required=True, batch_size=None, verbose=0):
     """`calibrate`'s held-out data, one batch at a time, as NumPy
     `(images, labels)` pairs (`labels` None where the data has none).
 
@@ -179,6 +190,8 @@ def held_out_batches(data, labels_required=True, batch_size=None):
         labels_required: raise unless every batch has labels (the multi-exit
             models' calibration needs them; DMNN's does not).
         batch_size: rows per batch for arrays (None: all of them at once).
+        verbose: Keras' progress bar over the batches, as in `predict`
+            (`"auto"` or 1, 2, or 0 for none).
 
     Yields:
         `(images, labels)` of each non-empty batch.
@@ -187,6 +200,18 @@ def held_out_batches(data, labels_required=True, batch_size=None):
         ValueError: for missing labels (if required), no data, dict batches,
             or a label count other than the image count.
     """
+    images = data
+    if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
+        images = data[0]
+    if hasattr(images, "shape") and len(images.shape) == 4:
+        rows = batch_size or max(int(images.shape[0]), 1)
+    else:
+        rows = 1  # an iterable of batches: `_progress_bar` counts them where it can
+    return _counted(_held_out(data, labels_required, batch_size),
+                    _progress_bar(images, rows, None, verbose))
+
+
+def _held_out(data, labels_required, batch_size):
     if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
         if data[1] is None and labels_required:
             raise ValueError("Calibration needs labels: pass (images, labels).")
@@ -242,9 +267,9 @@ def held_out_arrays(data, labels_required=True):
     return images, np.concatenate([y for _, y in pairs])
 
 
-def held_out_passes(data, labels_required=True, batch_size=None):
+def held_out_passes(data, labels_required=True, batch_size=None, verbose=0):
     """A function that reads `data` once more at each call, as
-    `held_out_batches(data, labels_required, batch_size)` does, for the
+    `held_out_batches(data, labels_required, batch_size, verbose)` does, for the
     calibrations that go over the held-out data many times (DMNN's).
 
     Arrays are sliced, and data that can be iterated again (a
@@ -260,4 +285,4 @@ def held_out_passes(data, labels_required=True, batch_size=None):
     if isinstance(data, collections.abc.Iterator):
         images, labels = held_out_arrays(data, labels_required)
         data = images if labels is None else (images, labels)
-    return lambda: held_out_batches(data, labels_required, batch_size)
+    return lambda: held_out_batches(data, labels_required, batch_size, verbose)

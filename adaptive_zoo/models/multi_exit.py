@@ -441,7 +441,7 @@ class MultiExitModel(ZooModel):
     # ------------------------------------------------------------------ #
     # Calibration for budgeted batch classification.
     # ------------------------------------------------------------------ #
-    def calibrate(self, data, budgets=None, batch_size=None):
+    def calibrate(self, data, budgets=None, batch_size=None, verbose="auto"):
         """Calibrate exit thresholds on held-out data (the authors' procedure).
 
         Args:
@@ -452,6 +452,8 @@ class MultiExitModel(ZooModel):
             budgets: budgets to calibrate, each in (0, 1]. Default: 20 points
                 from the cheapest reachable cost to 1.
             batch_size: batch size for arrays.
+            verbose: Keras' progress bar over the batches, as in `predict`:
+                `"auto"` or 1, a bar; 2, one line at the end; 0, silent.
 
         Returns:
             The `budget.Calibration`: budgets, thresholds, mean FLOPs and
@@ -461,7 +463,8 @@ class MultiExitModel(ZooModel):
         # One batch at a time: only each sample's confidence and correctness
         # at every exit are kept.
         confidences, correct = [], []
-        for images, labels in held_out_batches(data, batch_size=positive_batch_size(batch_size, 64)):
+        for images, labels in held_out_batches(data, batch_size=positive_batch_size(batch_size, 64),
+                                               verbose=verbose):
             logits = self.predict_all_exits(images, batch_size=len(images), verbose=0)
             shifted = logits - logits.max(axis=-1, keepdims=True)
             probs = np.exp(shifted)
