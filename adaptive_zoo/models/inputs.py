@@ -203,16 +203,6 @@ def held_out_batches(data, labels_required=True, batch_size=None, verbose=0):
     images = data
     if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
         images = data[0]
-    if hasattr(images, "shape") and len(images.shape) == 4:
-        rows = batch_size or max(int(images.shape[0]), 1)
-    else:
-        rows = 1  # an iterable of batches: `_progress_bar` counts them where it can
-    return _counted(_held_out(data, labels_required, batch_size),
-                    _progress_bar(images, rows, None, verbose))
-
-
-def _held_out(data, labels_required, batch_size):
-    if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
         if data[1] is None and labels_required:
             raise ValueError("Calibration needs labels: pass (images, labels).")
         pairs = _array_batches(*data, batch_size)
@@ -222,6 +212,15 @@ def _held_out(data, labels_required, batch_size):
         pairs = _array_batches(data, None, batch_size)
     else:
         pairs = _iterated_batches(data, labels_required)
+    if hasattr(images, "shape") and len(images.shape) == 4:
+        rows = batch_size or max(int(images.shape[0]), 1)
+    else:
+        rows = 1  # an iterable of batches: `_progress_bar` counts them where it can
+    return _counted(_numpy_pairs(pairs), _progress_bar(images, rows, None, verbose))
+
+
+def _numpy_pairs(pairs):
+    """`(images, labels)` batches as NumPy, the empty ones left out."""
     empty = True
     for x, y in pairs:
         x = np.asarray(ops.convert_to_numpy(x))
