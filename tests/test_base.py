@@ -247,14 +247,18 @@ def test_freeze_backbone_trains_the_classifiers_only(family):
 # ---------------------------------------------------------------------- #
 # Keras' training loop: a default loss; a failed call leaves the model as it was.
 # ---------------------------------------------------------------------- #
+def _images_and_labels(model, n=8):
+    rng = np.random.default_rng(0)
+    return rng.random((n,) + model.image_shape, dtype=np.float32), rng.integers(0, 5, n)
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_compile_defaults_to_cross_entropy_on_the_logits(family):
     model = FAMILIES[family]()
     model.compile(optimizer="adam")
     assert isinstance(model.loss, keras.losses.SparseCategoricalCrossentropy)
     assert model.loss.get_config()["from_logits"]
-    rng = np.random.default_rng(0)
-    x, y = rng.random((8,) + model.image_shape, dtype=np.float32), rng.integers(0, 5, 8)
+    x, y = _images_and_labels(model)
     assert np.isfinite(model.fit(x, y, epochs=1, verbose=0).history["loss"][-1])
 
 
@@ -263,8 +267,7 @@ def test_a_saved_compiled_model_loads_compiled(family, tmp_path):
     # Keras skips `compile_from_config` for a model whose `compile` is its own.
     model = FAMILIES[family]()
     model.compile(optimizer="adam")
-    rng = np.random.default_rng(0)
-    x, y = rng.random((8,) + model.image_shape, dtype=np.float32), rng.integers(0, 5, 8)
+    x, y = _images_and_labels(model)
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     model.save(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras")
@@ -281,10 +284,11 @@ def test_a_failed_fit_evaluate_or_predict_leaves_the_model_as_it_was(family):
     # there left them empty, and every later call of the model failed. On
     # TensorFlow a second `predict` traces with the channels unknown, and a
     # convolution took 2 channels for 1 as a grouped one (no error).
+    import tensorflow as tf
+
     model = FAMILIES[family]()
     model.compile(optimizer="adam")
-    rng = np.random.default_rng(0)
-    x, y = rng.random((8,) + model.image_shape, dtype=np.float32), rng.integers(0, 5, 8)
+    x, y = _images_and_labels(model)
     model.fit(x, y, epochs=1, verbose=0)  # the optimizer's variables hold values too
     before = model.predict(x, verbose=0)
     weights = [w.copy() for w in model.get_weights()]
@@ -294,7 +298,7 @@ def test_a_failed_fit_evaluate_or_predict_leaves_the_model_as_it_was(family):
     with pytest.raises(ValueError, match="takes images with 1 channels"):
         model.fit(wrong, y, verbose=0)
     with pytest.raises(ValueError, match="takes images with 1 channels"):
-        model.evaluate(tf_data_or_array(wrong, y), verbose=0)
+        model.evaluate(tf.data.Dataset.from_tensor_slices((wrong, y)).batch(4), verbose=0)
     with pytest.raises(ValueError, match="shape"):
         model.evaluate(x, np.zeros((8, 7)), verbose=0)
     for got, want in zip(model.get_weights(), weights):
@@ -308,20 +312,10 @@ def test_a_failed_fit_evaluate_or_predict_leaves_the_model_as_it_was(family):
     assert np.isfinite(model.fit(x, y, epochs=1, verbose=0).history["loss"][-1])
 
 
-def tf_data_or_array(x, y):
-    """A `tf.data.Dataset` of `(x, y)` batches where TensorFlow is installed."""
-    try:
-        import tensorflow as tf
-    except ImportError:
-        return x
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
-
-
 @pytest.mark.parametrize("family", ["msdnet", "dmnn"])
 def test_calibrate_shows_keras_progress_bar_unless_silenced(family, capsys):
     model = FAMILIES[family]()
-    rng = np.random.default_rng(0)
-    held = rng.random((7,) + model.image_shape, dtype=np.float32), rng.integers(0, 5, 7)
+    held = _images_and_labels(model, 7)
     model.calibrate(held, budgets=[1.0], batch_size=4, verbose=0)
     assert capsys.readouterr().out == ""
     model.calibrate(held, budgets=[1.0], batch_size=4)  # "auto", as Keras' predict: a bar
