@@ -1,5 +1,6 @@
 """Shared fixtures. The suite runs once per backend: KERAS_BACKEND=tensorflow|jax|torch."""
 
+import gzip
 import json
 import os
 
@@ -69,3 +70,14 @@ def load_fixture(name):
 def relative_error(ours, theirs):
     ours, theirs = np.asarray(ours), np.asarray(theirs)
     return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+
+
+def write_fashion_mnist(directory, images, labels):
+    """Fashion-MNIST's four IDX files in `directory`, the same `images`
+    (uint8, `(N, 28, 28)`) and `labels` for the training and the test split."""
+    for prefix, array in (("images-idx3", images), ("labels-idx1", labels)):
+        array = np.asarray(array, np.uint8)
+        header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+        for split in ("train", "t10k"):
+            with gzip.open(os.path.join(directory, f"{split}-{prefix}-ubyte.gz"), "wb") as f:
+                f.write(header + array.tobytes())

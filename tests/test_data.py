@@ -1,6 +1,5 @@
 """Data loaders: embedded data works offline, missing data is a clear error."""
 
-import gzip
 import subprocess
 import sys
 
@@ -9,6 +8,7 @@ import numpy as np
 import pytest
 
 from adaptive_zoo import data
+from conftest import write_fashion_mnist
 
 
 def test_digits_are_split_stratified_and_scaled():
@@ -133,19 +133,11 @@ def test_imagenet_pipeline_keeps_the_central_crop():
     assert tuple(evaluation.shape) == (3, 224, 224, 3) and tuple(training.shape) == (3, 64, 64, 3)
 
 
-def _write_idx(path, array):
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
 def test_fashion_mnist_from_idx_files_resized(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
     labels = np.array([0, 9, 4], np.uint8)
-    for prefix in ("train", "t10k"):
-        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
-        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    write_fashion_mnist(tmp_path, images, labels)
     (x, y), _ = data.load_fashion_mnist(directory=str(tmp_path))
     assert x.shape == (3, 28, 28, 1) and x.dtype == np.float32
     np.testing.assert_allclose(x[..., 0], images / 255.0, rtol=1e-6)

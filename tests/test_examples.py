@@ -2,7 +2,8 @@
 (`examples/eval.py`, run by `scripts/eval.sh`), shortened to one or two
 epochs: it trains, calibrates, prints and writes its CSV, and the numbers in
 it keep the budget contract. `examples/benchmark.py` on the tiny MSDNet, and
-`examples/train_tfds.py` on tfds' mock data."""
+`examples/train_tfds.py` on tfds' mock data, `examples/train_dmnn.py` on a
+few stand-in Fashion-MNIST images."""
 
 import csv
 import importlib.util
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 import adaptive_zoo
+from conftest import write_fashion_mnist
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 
@@ -131,6 +133,23 @@ def test_cnmm_benchmark_reports_each_budget(monkeypatch, capsys):
     assert rows[1][1] < rows[0][1] == 1.0
     printed = capsys.readouterr().out
     assert "of ideal" in printed and "below the cheapest graph" in printed
+
+
+def test_fashion_mnist_dmnn_script_compares_with_every_gate_on(tmp_path, capsys):
+    # `examples/train_dmnn.py` gives the README's Fashion-MNIST table; here on
+    # 48 random images in the dataset's IDX files, two short epochs.
+    rng = np.random.default_rng(0)
+    write_fashion_mnist(tmp_path, rng.integers(0, 256, (48, 28, 28)), np.arange(48) % 10)
+    result = _load("train_dmnn").main(["--epochs", "2", "--train-images", "32", "--batch-size", "16",
+                                       "--data-dir", str(tmp_path)])
+    model = result["model"]
+    assert model.input_shape[1:] == (14, 14, 1)
+    # Its rate decays to zero over the run: 2 epochs of 2 steps.
+    assert int(model.optimizer.iterations) == 4
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)
+    assert model.cheapest_budget() <= result["mean_cost"] <= 1.0
+    printed = capsys.readouterr().out
+    assert "gates as trained" in printed and "same network with every gate on" in printed
 
 
 @pytest.mark.parametrize("model", ["msdnet_tiny", "dmnn_tiny", "cnmm_tiny"])
