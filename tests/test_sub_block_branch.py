@@ -61,6 +61,11 @@ def test_scatter_add_rows_matches_numpy():
     expected[3] += 10.0
     expected[1] += 20.0
     np.testing.assert_allclose(ops.convert_to_numpy(out), expected)
+    # No rows to add: the target unchanged.
+    out = fast_path.scatter_add_rows(ops.convert_to_tensor(target),
+                                     ops.convert_to_tensor(np.zeros((0,), "int32")),
+                                     ops.convert_to_tensor(np.zeros((0, 3, 2), "float32")))
+    np.testing.assert_allclose(ops.convert_to_numpy(out), target)
 
 
 def test_sub_block_flops_and_params_follow_the_convention():

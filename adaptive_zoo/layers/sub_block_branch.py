@@ -6,7 +6,7 @@
   the whole batch and is multiplied by its (straight-through) gate.
 - Inference (`skip`): per sub-block, gather the images for which it is on, run
   it on them only, and scatter-add the result back onto the identity
-  (`fast_path.scatter_add_rows`, each backend's native scatter-add). Images
+  (`fast_path.scatter_add_rows`). Images
   for which a sub-block is off cost nothing in it.
 
 Sub-blocks: ResNet bottlenecks (`1x1 -> 3x3 -> 1x1`, BN after each) or
@@ -272,14 +272,22 @@ class SubBlockBranch(Layer):
 
     def _skip_traced(self, inputs, decisions, accs):
         """`skip` inside a TensorFlow graph (`fast_path.compile_dynamic`),
-        where the counts are known at run time only. Empty selections are skipped there too (oneDNN's
-        convolution returns a wrongly shaped result on an empty batch)."""
+        where the counts are known at run time only. As in `skip`, a
+        sub-block on for every image runs without gather or scatter, and one
+        on for none is skipped (oneDNN's convolution also returns a wrongly
+        shaped result on an empty batch)."""
         out = inputs
+        batch = ops.shape(inputs)[0]
         for i, acc in enumerate(accs):
             index = ops.nonzero(decisions[:, i])[0]
-            out = ops.cond(ops.size(index) > 0,
-                           lambda out=out, acc=acc, index=index: acc(out, inputs, index),
-                           lambda out=out: out)
+            count = ops.size(index)
+
+            def run(out=out, acc=acc, index=index, count=count):
+                return ops.cond(count == batch,
+                                lambda: acc(out, inputs),
+                                lambda: acc(out, inputs, index))
+
+            out = ops.cond(count > 0, run, lambda out=out: out)
         return activate(out, self.activation)
 
     def compute_output_shape(self, inputs_shape, gates_shape=None):
