@@ -259,7 +259,8 @@ def test_compile_defaults_to_cross_entropy_on_the_logits(family):
     assert isinstance(model.loss, keras.losses.SparseCategoricalCrossentropy)
     assert model.loss.get_config()["from_logits"]
     x, y = _images_and_labels(model)
-    assert np.isfinite(model.fit(x, y, epochs=1, verbose=0).history["loss"][-1])
+    # Whole-number floats with a trailing axis of 1 are class ids too.
+    assert np.isfinite(model.fit(x, y.astype("float32")[:, None], epochs=1, verbose=0).history["loss"][-1])
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -304,12 +305,53 @@ def test_a_failed_fit_evaluate_or_predict_leaves_the_model_as_it_was(family):
     for got, want in zip(model.get_weights(), weights):
         np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(model.predict(x, verbose=0), before)
-    # Labels the loss refuses, in training: on PyTorch the forward pass has
-    # already moved BatchNorm's statistics (Keras runs it eagerly there).
+    # Labels the loss refuses, in training, inside a dataset (read only by
+    # Keras' loop; on PyTorch the forward pass then has already moved
+    # BatchNorm's statistics, Keras runs it eagerly there).
     with pytest.raises(ValueError, match="shape"):
-        model.fit(x, np.zeros((8, 7)), verbose=0)
+        model.fit(tf.data.Dataset.from_tensor_slices((x, np.zeros((8, 7)))).batch(4), verbose=0)
     assert np.isfinite(model.predict(x, verbose=0)).all()
     assert np.isfinite(model.fit(x, y, epochs=1, verbose=0).history["loss"][-1])
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("labels,message", [
+    (np.full(8, 5), r"labels must be class ids in \[0, 5\); got 8 label\(s\) outside, from 5 to 5"),
+    (np.array([-1, 0, 1, 2, 3, 4, 0, 1]), r"got 1 label\(s\) outside, from -1 to -1"),
+    (np.full(8, 2.5), "not whole numbers"),
+    (np.zeros((8, 7)), r"one class id per image .* got labels of shape \(8, 7\)\.$"),
+    (np.eye(5)[np.arange(8) % 5], "These look one-hot"),
+])
+def test_labels_the_loss_cannot_take_are_named_before_anything_changes(family, labels, message):
+    # Without the check: on JAX labels past the last class trained with a
+    # loss of zero; on PyTorch and TensorFlow the error came after the
+    # forward pass had moved BatchNorm's statistics.
+    model = FAMILIES[family]()
+    model.compile(optimizer="adam")
+    x, y = _images_and_labels(model)
+    weights = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=message):
+        model.fit(x, labels, verbose=0)
+    with pytest.raises(ValueError, match=message):
+        model.fit(x, y, validation_data=(x, labels), verbose=0)
+    with pytest.raises(ValueError, match=message):
+        model.evaluate(x, labels, verbose=0)
+    for got, want in zip(model.get_weights(), weights):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_segmentation_labels_are_one_class_id_per_pixel_or_the_ignored_class():
+    model = az.CNMMTiny(num_classes=5, task="segmentation")
+    model.compile(optimizer="adam",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255))
+    x = np.random.default_rng(0).random((4,) + model.image_shape, dtype=np.float32)
+    y = np.random.default_rng(1).integers(0, 5, (4,) + model.image_shape[:2])
+    y[0, 0, 0] = 255
+    assert np.isfinite(model.fit(x, y, verbose=0).history["loss"][-1])
+    with pytest.raises(ValueError, match=r"in \[0, 5\) or 255; got 1 label\(s\) outside, from 7 to 7"):
+        model.fit(x, np.where(y == 255, 7, y), verbose=0)
+    with pytest.raises(ValueError, match=r"one class id per pixel as labels, shape \(batch, 8, 8, 1\)"):
+        model.fit(x, y[:, :4], verbose=0)
 
 
 @pytest.mark.parametrize("family", ["msdnet", "dmnn"])

@@ -5,19 +5,28 @@ import functools
 
 import keras
 
-from adaptive_zoo.models.inputs import as_float_images, check_image_batch, positive_integer
+from adaptive_zoo.models.inputs import (
+    as_float_images, check_class_labels, check_image_batch, positive_integer)
 
 __all__ = ["ZooModel"]
 
 
-def _keras_loop(method):
+def _keras_loop(method, labeled=False):
     """Keras' `fit`, `evaluate` or `predict` for a zoo model: the images'
-    shape checked first where the data shows it (`_check_data`), and the
-    variables left usable where it raises on JAX (`_get_jax_state`)."""
+    shape checked first where the data shows it (`_check_data`), for `fit`
+    and `evaluate` (`labeled`) the labels given as arrays too, validation
+    data's included (`_check_labels`), and the variables left usable where
+    it raises on JAX (`_get_jax_state`)."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         self._check_data(args[0] if args else kwargs.get("x"))
+        if labeled:
+            self._check_labels(args[1] if len(args) > 1 else kwargs.get("y"))
+            validation = kwargs.get("validation_data")
+            if isinstance(validation, (tuple, list)) and len(validation) > 1:
+                self._check_data(validation[0])
+                self._check_labels(validation[1])
         try:
             return method(self, *args, **kwargs)
         except BaseException:
@@ -111,8 +120,8 @@ class ZooModel(keras.Model):
     # failed with "'NoneType' object is not callable". The values handed out
     # are kept until the call ends, and put back where it raised. (They cost
     # no memory once a step has run: the step takes their buffers over.)
-    fit = _keras_loop(keras.Model.fit)
-    evaluate = _keras_loop(keras.Model.evaluate)
+    fit = _keras_loop(keras.Model.fit, labeled=True)
+    evaluate = _keras_loop(keras.Model.evaluate, labeled=True)
     predict = _keras_loop(keras.Model.predict)
     _handed_out = ()
 
@@ -127,6 +136,22 @@ class ZooModel(keras.Model):
         except (AttributeError, TypeError, ValueError):  # no shape, or its rank unknown
             return
         self._check_inputs(x)
+
+    def _check_labels(self, y):
+        """Labels given as an array or tensor, before Keras' loop starts,
+        where the loss is sparse cross-entropy (`compile`'s `"auto"`): one
+        class id in `[0, num_classes)` per image (`check_class_labels`).
+        Labels inside a dataset are read only by the loop."""
+        loss = getattr(self, "loss", None)
+        if y is None or not hasattr(y, "shape") or not isinstance(
+                loss, keras.losses.SparseCategoricalCrossentropy):
+            return
+        check_class_labels(self.name, self.num_classes, y, loss.get_config().get("ignore_class"),
+                           self._label_shape())
+
+    def _label_shape(self):
+        """The shape of one image's label: `()`, one class id per image."""
+        return ()
 
     def _get_jax_state(self, *args, **kwargs):
         if kwargs.get("purge_model_variables"):

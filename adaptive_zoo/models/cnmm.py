@@ -265,6 +265,10 @@ class CNMM(ZooModel):
             nodes[target] = mix_node(results, size=self.sizes[target[1]])
         return self._head(nodes[self.output_node], training=training)
 
+    def _label_shape(self):
+        """One class id per image, or per pixel for segmentation."""
+        return () if self.task == "classification" else self.image_shape[:2]
+
     def _head(self, x, training=None):
         if self.task == "classification":
             return self.classifier(ops.mean(x, axis=(1, 2)))

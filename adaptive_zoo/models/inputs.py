@@ -9,6 +9,7 @@ from keras import ops
 
 __all__ = [
     "as_float_images",
+    "check_class_labels",
     "check_image_batch",
     "checked_batches",
     "held_out_arrays",
@@ -48,6 +49,58 @@ def check_image_batch(name, image_shape, inputs):
                 f"{name} was built for {image_shape[0]}x{image_shape[1]} "
                 f"images; got {axis} {got} in an input of shape {shape}."
             )
+
+
+def check_class_labels(name, num_classes, labels, ignore_class=None, label_shape=()):
+    """Raise a `ValueError` naming the problem unless `labels` are what
+    sparse cross-entropy takes: one class id in `[0, num_classes)` (or
+    `ignore_class`) per image, or per pixel, an integer or a float with an
+    integer value.
+
+    Wrong labels would otherwise fail late and unclearly (Keras' shape
+    error, PyTorch's "Target 13 is out of bounds", TensorFlow's graph
+    error), after the forward pass had moved BatchNorm's statistics, or not
+    fail at all (out-of-range labels train with a loss of zero on JAX).
+
+    Args:
+        name: the model's name, for the message.
+        num_classes: the number of logits.
+        labels: an array or tensor `(batch,) + label_shape`, a trailing
+            axis of size 1 allowed.
+        ignore_class: a label value the loss ignores, or `None`.
+        label_shape: the label's shape for one image: `()`, or `(H, W)`
+            for segmentation.
+    """
+    shape = tuple(labels.shape)[1:]
+    want = tuple(label_shape)
+    if shape not in (want, want + (1,)):
+        hint = ""
+        if shape == want + (num_classes,):
+            hint = (" These look one-hot: pass the class ids (argmax), or compile with "
+                    "loss=keras.losses.CategoricalCrossentropy(from_logits=True).")
+        raise ValueError(
+            f"{name} takes one class id per {'pixel' if want else 'image'} as labels, shape "
+            f"(batch, {', '.join(map(str, want + (1,)))}) or (batch{''.join(f', {d}' for d in want)}); "
+            f"got labels of shape {tuple(labels.shape)}.{hint}")
+    values = np.asarray(ops.convert_to_numpy(labels))
+    if values.size == 0:
+        return
+    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+        raise ValueError(f"{name} takes integer class ids as labels; got labels of dtype {values.dtype}.")
+    if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values) & (values == np.round(values))):
+        raise ValueError(
+            f"{name} takes integer class ids as labels (the default loss, sparse cross-entropy); got "
+            f"labels that are not whole numbers (dtype {values.dtype}). For soft labels, compile "
+            "with loss=keras.losses.CategoricalCrossentropy(from_logits=True).")
+    valid = (values >= 0) & (values < num_classes)
+    if ignore_class is not None:
+        valid |= values == ignore_class
+    if not np.all(valid):
+        bad = values[~valid]
+        allowed = f"[0, {num_classes})" + ("" if ignore_class is None else f" or {ignore_class}")
+        raise ValueError(
+            f"{name} has {num_classes} classes: labels must be class ids in {allowed}; got "
+            f"{bad.size} label(s) outside, from {bad.min():g} to {bad.max():g}.")
 
 
 def positive_integer(value, name):
