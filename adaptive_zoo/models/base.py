@@ -6,7 +6,8 @@ import functools
 import keras
 
 from adaptive_zoo.models.inputs import (
-    as_float_images, check_class_labels, check_image_batch, positive_integer)
+    as_float_images, check_class_labels, check_image_batch, check_label_shape, checked_label_batches,
+    label_error, positive_integer)
 
 __all__ = ["ZooModel"]
 
@@ -14,23 +15,21 @@ __all__ = ["ZooModel"]
 def _keras_loop(method, labeled=False):
     """Keras' `fit`, `evaluate` or `predict` for a zoo model: the images'
     shape checked first where the data shows it (`_check_data`), for `fit`
-    and `evaluate` (`labeled`) the labels given as arrays too, validation
-    data's included (`_check_labels`), and the variables left usable where
-    it raises on JAX (`_get_jax_state`)."""
+    and `evaluate` (`labeled`) the labels too (`_with_labels_checked`), and
+    the variables left usable where it raises on JAX (`_get_jax_state`)."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         self._check_data(args[0] if args else kwargs.get("x"))
         if labeled:
-            self._check_labels(args[1] if len(args) > 1 else kwargs.get("y"))
-            validation = kwargs.get("validation_data")
-            if isinstance(validation, (tuple, list)) and len(validation) > 1:
-                self._check_data(validation[0])
-                self._check_labels(validation[1])
+            args, kwargs = self._with_labels_checked(args, kwargs)
         try:
             return method(self, *args, **kwargs)
-        except BaseException:
+        except BaseException as error:
             self._put_back_handed_out_values()
+            clear = label_error(error)
+            if clear is not None:
+                raise clear from error
             raise
         finally:
             self._keep_handed_out(())
@@ -137,17 +136,42 @@ class ZooModel(keras.Model):
             return
         self._check_inputs(x)
 
-    def _check_labels(self, y):
-        """Labels given as an array or tensor, before Keras' loop starts,
-        where the loss is sparse cross-entropy (`compile`'s `"auto"`): one
-        class id in `[0, num_classes)` per image (`check_class_labels`).
-        Labels inside a dataset are read only by the loop."""
+    def _with_labels_checked(self, args, kwargs):
+        """`fit`/`evaluate`'s arguments, with their labels checked where the
+        loss is sparse cross-entropy (`compile`'s `"auto"`): one class id in
+        `[0, num_classes)` per image (`_label_shape`). Labels given as
+        arrays or tensors are checked now (`check_class_labels`), before any
+        weight moves; a `tf.data.Dataset`'s labels have their shape checked
+        now and their values per batch, as Keras' loop reads them
+        (`checked_label_batches`). `validation_data` alike."""
         loss = getattr(self, "loss", None)
-        if y is None or not hasattr(y, "shape") or not isinstance(
-                loss, keras.losses.SparseCategoricalCrossentropy):
-            return
-        check_class_labels(self.name, self.num_classes, y, loss.get_config().get("ignore_class"),
-                           self._label_shape())
+        if not isinstance(loss, keras.losses.SparseCategoricalCrossentropy):
+            return args, kwargs
+        ignore_class = loss.get_config().get("ignore_class")
+
+        def checked(x, y):
+            if y is not None and hasattr(y, "shape"):
+                check_class_labels(self.name, self.num_classes, y, ignore_class, self._label_shape())
+                return x
+            spec = getattr(x, "element_spec", None)
+            if y is None and isinstance(spec, tuple) and len(spec) > 1 and hasattr(spec[1], "shape"):
+                if spec[1].shape.rank is not None:
+                    check_label_shape(self.name, self.num_classes, spec[1].shape, self._label_shape())
+                return checked_label_batches(x, self.name, self.num_classes, ignore_class)
+            return x
+
+        args, kwargs = list(args), dict(kwargs)
+        if args:
+            args[0] = checked(args[0], args[1] if len(args) > 1 else kwargs.get("y"))
+        elif "x" in kwargs:
+            kwargs["x"] = checked(kwargs["x"], kwargs.get("y"))
+        validation = kwargs.get("validation_data")
+        if isinstance(validation, (tuple, list)) and len(validation) > 1:
+            self._check_data(validation[0])
+            checked(validation[0], validation[1])
+        elif validation is not None:
+            kwargs["validation_data"] = checked(validation, None)
+        return tuple(args), kwargs
 
     def _label_shape(self):
         """The shape of one image's label: `()`, one class id per image."""

@@ -2,6 +2,7 @@
 
 import collections.abc
 import itertools
+import re
 
 import keras
 import numpy as np
@@ -11,12 +12,15 @@ __all__ = [
     "as_float_images",
     "check_class_labels",
     "check_image_batch",
+    "check_label_shape",
     "checked_batches",
+    "checked_label_batches",
     "held_out_arrays",
     "held_out_batches",
     "held_out_passes",
     "image_batches",
     "image_dtype",
+    "label_error",
     "positive_batch_size",
     "positive_integer",
 ]
@@ -71,17 +75,7 @@ def check_class_labels(name, num_classes, labels, ignore_class=None, label_shape
         label_shape: the label's shape for one image: `()`, or `(H, W)`
             for segmentation.
     """
-    shape = tuple(labels.shape)[1:]
-    want = tuple(label_shape)
-    if shape not in (want, want + (1,)):
-        hint = ""
-        if shape == want + (num_classes,):
-            hint = (" These look one-hot: pass the class ids (argmax), or compile with "
-                    "loss=keras.losses.CategoricalCrossentropy(from_logits=True).")
-        raise ValueError(
-            f"{name} takes one class id per {'pixel' if want else 'image'} as labels, shape "
-            f"(batch, {', '.join(map(str, want + (1,)))}) or (batch{''.join(f', {d}' for d in want)}); "
-            f"got labels of shape {tuple(labels.shape)}.{hint}")
+    check_label_shape(name, num_classes, labels.shape, label_shape)
     values = np.asarray(ops.convert_to_numpy(labels))
     if values.size == 0:
         return
@@ -101,6 +95,67 @@ def check_class_labels(name, num_classes, labels, ignore_class=None, label_shape
         raise ValueError(
             f"{name} has {num_classes} classes: labels must be class ids in {allowed}; got "
             f"{bad.size} label(s) outside, from {bad.min():g} to {bad.max():g}.")
+
+
+def check_label_shape(name, num_classes, shape, label_shape=()):
+    """Raise a `ValueError` unless a batch of labels of `shape` holds one
+    class id per image (`label_shape` `()`) or per pixel (`(H, W)`), with
+    an optional trailing axis of 1; unknown (`None`) sizes match any."""
+    got = tuple(shape)[1:]
+    want = tuple(label_shape)
+
+    def matches(expected):
+        return len(got) == len(expected) and all(g is None or g == e for g, e in zip(got, expected))
+
+    if not (matches(want) or matches(want + (1,))):
+        hint = ""
+        if matches(want + (num_classes,)):
+            hint = (" These look one-hot: pass the class ids (argmax), or compile with "
+                    "loss=keras.losses.CategoricalCrossentropy(from_logits=True).")
+        raise ValueError(
+            f"{name} takes one class id per {'pixel' if want else 'image'} as labels, shape "
+            f"(batch, {', '.join(map(str, want + (1,)))}) or (batch{''.join(f', {d}' for d in want)}); "
+            f"got labels of shape {tuple(shape)}.{hint}")
+
+
+# Marks the message of `checked_label_batches`' assertion, so that the error
+# it raises inside Keras' loop can be told apart (`label_error`).
+_LABEL_ASSERTION = "labels must be class ids in"
+
+
+def checked_label_batches(dataset, name, num_classes, ignore_class=None):
+    """`dataset` of `(images, labels, ...)` batches with each batch's labels
+    checked as Keras' loop reads it: a label outside `[0, num_classes)` (and
+    not `ignore_class`) stops the loop before that batch runs, with an error
+    that `label_error` turns into a `ValueError` naming the range found."""
+    import tensorflow as tf
+
+    allowed = f"[0, {num_classes})" + ("" if ignore_class is None else f" or {ignore_class}")
+
+    def check(images, labels, *rest):
+        values = tf.cast(labels, "float64")  # any dtype, any number of classes
+        valid = (values >= 0) & (values < num_classes)
+        if ignore_class is not None:
+            valid |= tf.equal(values, ignore_class)
+        shown = tf.boolean_mask(values, tf.logical_not(valid))
+        message = tf.strings.format(
+            f"{name} has {num_classes} classes: {_LABEL_ASSERTION} {allowed}; a batch holds "
+            "labels outside, from {} to {}.",
+            (tf.reduce_min(shown), tf.reduce_max(shown)))
+        with tf.control_dependencies([tf.debugging.Assert(tf.reduce_all(valid), [message])]):
+            return (images, tf.identity(labels)) + rest
+
+    return dataset.map(check)
+
+
+def label_error(error):
+    """The `ValueError` for an error raised by `checked_label_batches`'
+    check inside Keras' loop (TensorFlow's `InvalidArgumentError`, from the
+    data iterator or the compiled step), or `None` for any other error."""
+    if isinstance(error, ValueError):
+        return None
+    found = re.search(rf"[^\s\[\]]+ has \d+ classes: {_LABEL_ASSERTION} .*? to \S+?\.", str(error))
+    return None if found is None else ValueError(found.group(0))
 
 
 def positive_integer(value, name):
