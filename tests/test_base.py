@@ -359,6 +359,8 @@ def test_labels_in_a_dataset_are_checked_as_the_loop_reads_them(family):
         model.evaluate(data, verbose=0)
     with pytest.raises(ValueError, match="These look one-hot"):  # from the element spec
         model.fit(tf.data.Dataset.from_tensor_slices((x, np.eye(5)[y])).batch(4), verbose=0)
+    with pytest.raises(ValueError, match="integer class ids as labels; got labels of dtype string"):
+        model.fit(tf.data.Dataset.from_tensor_slices((x, y.astype(str))).batch(4), verbose=0)
     for got, want in zip(model.get_weights(), weights):
         np.testing.assert_array_equal(got, want)
     good = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)

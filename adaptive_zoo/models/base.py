@@ -155,8 +155,12 @@ class ZooModel(keras.Model):
                 return x
             spec = getattr(x, "element_spec", None)
             if y is None and isinstance(spec, tuple) and len(spec) > 1 and hasattr(spec[1], "shape"):
-                if spec[1].shape.rank is not None:
-                    check_label_shape(self.name, self.num_classes, spec[1].shape, self._label_shape())
+                labels = spec[1]
+                if not (labels.dtype.is_integer or labels.dtype.is_floating):
+                    raise ValueError(f"{self.name} takes integer class ids as labels; got labels of "
+                                     f"dtype {labels.dtype.name}.")
+                if labels.shape.rank is not None:
+                    check_label_shape(self.name, self.num_classes, labels.shape, self._label_shape())
                 return checked_label_batches(x, self.name, self.num_classes, ignore_class)
             return x
 
