@@ -6,7 +6,7 @@ import functools
 import keras
 
 from adaptive_zoo.models.inputs import (
-    as_float_images, check_class_labels, check_image_batch, check_label_shape, checked_label_batches,
+    as_float_images, check_class_labels, check_image_batch, check_label_spec, checked_label_batches,
     label_error, positive_integer)
 
 __all__ = ["ZooModel"]
@@ -156,11 +156,9 @@ class ZooModel(keras.Model):
             spec = getattr(x, "element_spec", None)
             if y is None and isinstance(spec, tuple) and len(spec) > 1 and hasattr(spec[1], "shape"):
                 labels = spec[1]
-                if not (labels.dtype.is_integer or labels.dtype.is_floating):
-                    raise ValueError(f"{self.name} takes integer class ids as labels; got labels of "
-                                     f"dtype {labels.dtype.name}.")
-                if labels.shape.rank is not None:
-                    check_label_shape(self.name, self.num_classes, labels.shape, self._label_shape())
+                shape = None if labels.shape.rank is None else labels.shape
+                check_label_spec(self.name, self.num_classes, shape, labels.dtype.as_numpy_dtype,
+                                 self._label_shape(), dtype_name=labels.dtype.name)
                 return checked_label_batches(x, self.name, self.num_classes, ignore_class)
             return x
 

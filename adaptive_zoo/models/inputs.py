@@ -12,7 +12,7 @@ __all__ = [
     "as_float_images",
     "check_class_labels",
     "check_image_batch",
-    "check_label_shape",
+    "check_label_spec",
     "checked_batches",
     "checked_label_batches",
     "held_out_arrays",
@@ -75,12 +75,10 @@ def check_class_labels(name, num_classes, labels, ignore_class=None, label_shape
         label_shape: the label's shape for one image: `()`, or `(H, W)`
             for segmentation.
     """
-    check_label_shape(name, num_classes, labels.shape, label_shape)
     values = np.asarray(ops.convert_to_numpy(labels))
+    check_label_spec(name, num_classes, labels.shape, values.dtype, label_shape)
     if values.size == 0:
         return
-    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
-        raise ValueError(f"{name} takes integer class ids as labels; got labels of dtype {values.dtype}.")
     if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values) & (values == np.round(values))):
         raise ValueError(
             f"{name} takes integer class ids as labels (the default loss, sparse cross-entropy); got "
@@ -97,10 +95,17 @@ def check_class_labels(name, num_classes, labels, ignore_class=None, label_shape
             f"{bad.size} label(s) outside, from {bad.min():g} to {bad.max():g}.")
 
 
-def check_label_shape(name, num_classes, shape, label_shape=()):
-    """Raise a `ValueError` unless a batch of labels of `shape` holds one
-    class id per image (`label_shape` `()`) or per pixel (`(H, W)`), with
-    an optional trailing axis of 1; unknown (`None`) sizes match any."""
+def check_label_spec(name, num_classes, shape, dtype, label_shape=(), dtype_name=None):
+    """Raise a `ValueError` unless a batch of labels of `shape` and `dtype`
+    (a NumPy dtype; `dtype_name` the name to show, if another) can hold one
+    class id per image (`label_shape` `()`) or per pixel (`(H, W)`):
+    integers or floats, with an optional trailing axis of 1; unknown
+    (`None`) sizes match any, an unknown rank (`shape` `None`) too."""
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise ValueError(f"{name} takes integer class ids as labels; got labels of dtype "
+                         f"{dtype_name or np.dtype(dtype)}.")
+    if shape is None:
+        return
     got = tuple(shape)[1:]
     want = tuple(label_shape)
 
