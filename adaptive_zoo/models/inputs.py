@@ -132,9 +132,14 @@ def checked_label_batches(dataset, name, num_classes, ignore_class=None):
     """`dataset` of `(images, labels, ...)` batches with each batch's labels
     checked as Keras' loop reads it: a label outside `[0, num_classes)` (and
     not `ignore_class`) stops the loop before that batch runs, with an error
-    that `label_error` turns into a `ValueError` naming the range found."""
+    that `label_error` turns into a `ValueError` naming the range found.
+    Other data with an element spec (a `tf.distribute` distributed dataset,
+    whose batches are already split among the devices) is returned as it
+    is."""
     import tensorflow as tf
 
+    if not isinstance(dataset, tf.data.Dataset):
+        return dataset
     allowed = f"[0, {num_classes})" + ("" if ignore_class is None else f" or {ignore_class}")
 
     def check(images, labels, *rest):
