@@ -89,10 +89,8 @@ def check_class_labels(name, num_classes, labels, ignore_class=None, label_shape
         valid |= values == ignore_class
     if not np.all(valid):
         bad = values[~valid]
-        allowed = f"[0, {num_classes})" + ("" if ignore_class is None else f" or {ignore_class}")
-        raise ValueError(
-            f"{name} has {num_classes} classes: labels must be class ids in {allowed}; got "
-            f"{bad.size} label(s) outside, from {bad.min():g} to {bad.max():g}.")
+        raise ValueError(f"{_label_range(name, num_classes, ignore_class)}; got {bad.size} label(s) "
+                         f"outside, from {bad.min():g} to {bad.max():g}.")
 
 
 def check_label_spec(name, num_classes, shape, dtype, label_shape=(), dtype_name=None):
@@ -123,9 +121,16 @@ def check_label_spec(name, num_classes, shape, dtype, label_shape=(), dtype_name
             f"got labels of shape {tuple(shape)}.{hint}")
 
 
-# Marks the message of `checked_label_batches`' assertion, so that the error
-# it raises inside Keras' loop can be told apart (`label_error`).
+# In every out-of-range message; marks the one of `checked_label_batches`'
+# assertion, so that the error it raises inside Keras' loop can be told
+# apart (`label_error`).
 _LABEL_ASSERTION = "labels must be class ids in"
+
+
+def _label_range(name, num_classes, ignore_class):
+    """The head of an out-of-range message: the labels `name` takes."""
+    allowed = f"[0, {num_classes})" + ("" if ignore_class is None else f" or {ignore_class}")
+    return f"{name} has {num_classes} classes: {_LABEL_ASSERTION} {allowed}"
 
 
 def checked_label_batches(dataset, name, num_classes, ignore_class=None):
@@ -140,20 +145,22 @@ def checked_label_batches(dataset, name, num_classes, ignore_class=None):
 
     if not isinstance(dataset, tf.data.Dataset):
         return dataset
-    allowed = f"[0, {num_classes})" + ("" if ignore_class is None else f" or {ignore_class}")
+    head = _label_range(name, num_classes, ignore_class)
 
     def check(images, labels, *rest):
         values = tf.cast(labels, "float64")  # any dtype, any number of classes
         valid = (values >= 0) & (values < num_classes)
         if ignore_class is not None:
             valid |= tf.equal(values, ignore_class)
-        shown = tf.boolean_mask(values, tf.logical_not(valid))
-        message = tf.strings.format(
-            f"{name} has {num_classes} classes: {_LABEL_ASSERTION} {allowed}; a batch holds "
-            "labels outside, from {} to {}.",
-            (tf.reduce_min(shown), tf.reduce_max(shown)))
-        with tf.control_dependencies([tf.debugging.Assert(tf.reduce_all(valid), [message])]):
-            return (images, tf.identity(labels)) + rest
+
+        def fail():  # the message is built only for a bad batch
+            shown = tf.boolean_mask(values, tf.logical_not(valid))
+            message = tf.strings.format(head + "; a batch holds labels outside, from {} to {}.",
+                                        (tf.reduce_min(shown), tf.reduce_max(shown)))
+            with tf.control_dependencies([tf.debugging.Assert(False, [message])]):
+                return tf.identity(labels)
+
+        return (images, tf.cond(tf.reduce_all(valid), lambda: labels, fail)) + rest
 
     return dataset.map(check)
 
