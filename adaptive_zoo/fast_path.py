@@ -536,6 +536,8 @@ def conv2d(inputs, kernel, bias, strides=1, padding=0, depthwise=False):
             w, groups = kernel.permute(3, 2, 0, 1), 1
         y = F.conv2d(x, w, bias, stride=strides, padding=padding, groups=groups)
         return y.permute(0, 2, 3, 1)
+    if keras.backend.backend() == "tensorflow" and inputs.shape[0] == 0:
+        return _empty_conv(inputs, kernel, strides, padding, depthwise)
     if _pointwise_as_matmul(kernel, strides, depthwise):
         return ops.matmul(inputs, ops.reshape(kernel, kernel.shape[2:])) + bias
     if strides == 1 and 2 * padding == kernel.shape[0] - 1:
@@ -547,6 +549,17 @@ def conv2d(inputs, kernel, bias, strides=1, padding=0, depthwise=False):
     if depthwise:
         return ops.depthwise_conv(inputs, kernel, strides=strides, padding=mode) + bias
     return ops.conv(inputs, kernel, strides=strides, padding=mode) + bias
+
+
+def _empty_conv(inputs, kernel, strides, padding, depthwise):
+    """`conv2d` of a batch of no images: zeros of the output's shape.
+    TensorFlow's CPU convolution returns the input's shape for an empty
+    batch (`tf.nn.conv2d` of `(0, 32, 32, 3)` by a 16-channel kernel gives
+    `(0, 32, 32, 3)`), and the bias then fails to add."""
+    size = lambda n: (n + 2 * padding - kernel.shape[0]) // strides + 1  # noqa: E731
+    channels = kernel.shape[2] if depthwise else kernel.shape[3]
+    shape = (0, size(inputs.shape[1]), size(inputs.shape[2]), channels)
+    return ops.zeros(shape, dtype=inputs.dtype)
 
 
 def concatenate_channels(parts):

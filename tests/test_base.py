@@ -315,6 +315,36 @@ def test_a_failed_fit_evaluate_or_predict_leaves_the_model_as_it_was(family):
     assert np.isfinite(model.fit(x, y, epochs=1, verbose=0).history["loss"][-1])
 
 
+EMPTY = {
+    **MIXED,
+    # A depthwise convolution, and logits per pixel.
+    "dmnn_mobilenetv2": lambda: az.DMNNMobileNetV2(cifar=True, width_multiplier=0.25,
+                                                   input_shape=(16, 16, 1), num_classes=5),
+    "cnmm_segmentation": lambda: az.CNMM(depth=2, widths=(4, 8), task="segmentation",
+                                         num_classes=5, input_shape=(16, 16, 1)),
+}
+
+
+@pytest.mark.parametrize("family", sorted(EMPTY))
+def test_a_batch_of_no_images_gives_no_logits_and_the_loops_name_empty_data(family):
+    # On TensorFlow the call failed inside a convolution ("Incompatible
+    # shapes: [0,16,16,1] vs. [4]": its CPU convolution returns the input's
+    # shape for an empty batch), and `predict` without a budget failed in
+    # Keras' loop with an UnboundLocalError on every backend.
+    model = EMPTY[family]()
+    x = np.zeros((0,) + model.image_shape, "float32")
+    want = (0,) + tuple(model(np.zeros((1,) + model.image_shape, "float32")).shape[1:])
+    assert tuple(model(x).shape) == want
+    logits, cost = model(x, budget=0.9, return_cost=True)
+    assert tuple(logits.shape) == want and tuple(cost.shape) == (0,)
+    labels = np.zeros(want[:-1], "int32")
+    model.compile(optimizer="adam")
+    for run in (lambda: model.predict(x, verbose=0), lambda: model.predict(x, budget=0.9, verbose=0),
+                lambda: model.fit(x, labels, verbose=0), lambda: model.evaluate(x, labels, verbose=0)):
+        with pytest.raises(ValueError, match="got no images"):
+            run()
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 @pytest.mark.parametrize("labels,message", [
     (np.full(8, 5), r"labels must be class ids in \[0, 5\); got 8 label\(s\) outside, from 5 to 5"),

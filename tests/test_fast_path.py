@@ -145,6 +145,21 @@ def test_conv2d_pads_like_pytorch_and_adds_the_bias():
         np.testing.assert_allclose(keras.ops.convert_to_numpy(out), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_conv2d_of_no_images_has_the_output_shape():
+    # TensorFlow's CPU convolution returns the input's shape for an empty
+    # batch, and the bias then failed to add.
+    x = keras.ops.zeros((0, 9, 8, 5))
+    for k, strides, padding, depthwise, shape in ((3, 1, 1, False, (0, 9, 8, 4)),
+                                                  (3, 2, 1, False, (0, 5, 4, 4)),
+                                                  (1, 1, 0, False, (0, 9, 8, 4)),
+                                                  (3, 2, 1, True, (0, 5, 4, 5))):
+        kernel = keras.ops.zeros((k, k, 5, 1 if depthwise else 4))
+        bias = keras.ops.zeros((shape[-1],))
+        out = fast_path.conv2d(x, kernel, bias, strides=strides, padding=padding,
+                               depthwise=depthwise)
+        assert tuple(out.shape) == shape
+
+
 def test_conv2d_of_a_channel_slice():
     # RANet reads a block's narrower features as the first channels of the
     # widest (a strided view on PyTorch, where a 1x1 convolution of it is a

@@ -20,7 +20,7 @@ def _keras_loop(method, labeled=False):
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        self._check_data(args[0] if args else kwargs.get("x"))
+        self._check_data(args[0] if args else kwargs.get("x"), method.__name__)
         if labeled:
             args, kwargs = self._with_labels_checked(args, kwargs)
         try:
@@ -124,17 +124,22 @@ class ZooModel(keras.Model):
     predict = _keras_loop(keras.Model.predict)
     _handed_out = ()
 
-    def _check_data(self, x):
+    def _check_data(self, x, caller="fit"):
         """`_check_inputs` of the images in `x` (`fit`/`evaluate`/`predict`
-        data) where their shape shows without reading them: an array or
-        tensor, a `tf.data.Dataset`'s element spec."""
-        if hasattr(x, "element_spec"):  # tf.data: images, or (images, labels)
-            x = x.element_spec[0] if isinstance(x.element_spec, tuple) else x.element_spec
+        data, `caller` the method's name) where their shape shows without
+        reading them: an array or tensor, a `tf.data.Dataset`'s element
+        spec. An array or tensor of no images is a `ValueError` (Keras'
+        loop fails on it with an `UnboundLocalError`)."""
+        spec = getattr(x, "element_spec", None)
+        if spec is not None:  # tf.data: images, or (images, labels)
+            x = spec[0] if isinstance(spec, tuple) else spec
         try:
             tuple(x.shape)
         except (AttributeError, TypeError, ValueError):  # no shape, or its rank unknown
             return
         self._check_inputs(x)
+        if spec is None and x.shape[0] == 0:
+            raise ValueError(f"{caller} got no images.")
 
     def _with_labels_checked(self, args, kwargs):
         """`fit`/`evaluate`'s arguments, with their labels checked where the
@@ -169,7 +174,7 @@ class ZooModel(keras.Model):
             kwargs["x"] = checked(kwargs["x"], kwargs.get("y"))
         validation = kwargs.get("validation_data")
         if isinstance(validation, (tuple, list)) and len(validation) > 1:
-            self._check_data(validation[0])
+            self._check_data(validation[0], "validation_data")
             checked(validation[0], validation[1])
         elif validation is not None:
             kwargs["validation_data"] = checked(validation, None)

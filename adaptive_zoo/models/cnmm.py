@@ -272,6 +272,8 @@ class CNMM(ZooModel):
     def _head(self, x, training=None):
         if self.task == "classification":
             return self.classifier(ops.mean(x, axis=(1, 2)))
+        if x.shape[0] == 0:  # TensorFlow's CPU convolution mis-shapes an empty batch
+            return ops.zeros(tuple(x.shape[:3]) + (self.num_classes,), x.dtype)
         return self.classifier(x)
 
     def call(self, inputs, budget=None, return_cost=False, training=None):
