@@ -371,6 +371,19 @@ def test_labels_the_loss_cannot_take_are_named_before_anything_changes(family, l
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("loss", ["sparse_categorical_crossentropy", "SparseCategoricalCrossentropy",
+                                  keras.losses.sparse_categorical_crossentropy])
+def test_labels_are_checked_for_sparse_cross_entropy_given_by_name(loss):
+    model = FAMILIES["msdnet"]()
+    model.compile(optimizer="adam", loss=loss)
+    x, _ = _images_and_labels(model)
+    with pytest.raises(ValueError, match=r"labels must be class ids in \[0, 5\)"):
+        model.fit(x, np.full(8, 5), verbose=0)
+    # Another loss takes other labels: one-hot ones train.
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    model.fit(x, np.eye(5)[np.arange(8) % 5], verbose=0)
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_labels_in_a_dataset_are_checked_as_the_loop_reads_them(family):
     import tensorflow as tf

@@ -37,6 +37,21 @@ def _keras_loop(method, labeled=False):
     return wrapper
 
 
+def _class_id_loss(loss):
+    """`(True, ignore_class)` where the compiled `loss` is sparse categorical
+    cross-entropy (an instance, or by name: `"sparse_categorical_crossentropy"`,
+    `"SparseCategoricalCrossentropy"`, Keras' function), which takes one
+    class id per image; else `(False, None)`."""
+    if isinstance(loss, str):
+        try:
+            loss = keras.losses.get(loss)
+        except ValueError:
+            return False, None
+    if isinstance(loss, keras.losses.SparseCategoricalCrossentropy):
+        return True, loss.get_config().get("ignore_class")
+    return loss is keras.losses.sparse_categorical_crossentropy, None
+
+
 class ZooModel(keras.Model):
     """Base of the zoo's model families (multi-exit nets, DMNN).
 
@@ -143,16 +158,16 @@ class ZooModel(keras.Model):
 
     def _with_labels_checked(self, args, kwargs):
         """`fit`/`evaluate`'s arguments, with their labels checked where the
-        loss is sparse cross-entropy (`compile`'s `"auto"`): one class id in
+        loss is sparse cross-entropy (`compile`'s `"auto"`, or given by name;
+        `_class_id_loss`): one class id in
         `[0, num_classes)` per image (`_label_shape`). Labels given as
         arrays or tensors are checked now (`check_class_labels`), before any
         weight moves; a `tf.data.Dataset`'s labels have their shape checked
         now and their values per batch, as Keras' loop reads them
         (`checked_label_batches`). `validation_data` alike."""
-        loss = getattr(self, "loss", None)
-        if not isinstance(loss, keras.losses.SparseCategoricalCrossentropy):
+        takes_class_ids, ignore_class = _class_id_loss(getattr(self, "loss", None))
+        if not takes_class_ids:
             return args, kwargs
-        ignore_class = loss.get_config().get("ignore_class")
 
         def checked(x, y):
             if y is not None and hasattr(y, "shape"):
