@@ -411,6 +411,45 @@ def test_labels_in_a_dataset_are_checked_as_the_loop_reads_them(family):
         model.fit(good, validation_data=data, verbose=0)
 
 
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, x, y, **kwargs):
+        super().__init__(**kwargs)
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x) // 4
+
+    def __getitem__(self, index):
+        rows = slice(4 * index, 4 * index + 4)
+        return self.x[rows], self.y[rows]
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_labels_from_a_generator_or_a_py_dataset_are_checked_as_the_loop_reads_them(family):
+    # Before: not checked; out-of-range labels trained with a loss of zero on
+    # JAX.
+    model = FAMILIES[family]()
+    model.compile(optimizer="adam")
+    x, y = _images_and_labels(model)
+    bad = y.copy()
+    bad[5] = 9  # in the second batch
+    message = r"has 5 classes: labels must be class ids in \[0, 5\); got 1 label\(s\) outside, from 9 to 9\."
+
+    def batches(labels):
+        for start in (0, 4):
+            yield x[start:start + 4], labels[start:start + 4]
+
+    with pytest.raises(ValueError, match=message):
+        model.fit(batches(bad), shuffle=False, verbose=0)
+    with pytest.raises(ValueError, match=message):
+        model.evaluate(_Batches(x, bad), verbose=0)
+    with pytest.raises(ValueError, match=message):
+        model.fit(_Batches(x, y), validation_data=batches(bad), verbose=0)
+    # Good labels train, the user's workers, length and epochs kept.
+    history = model.fit(_Batches(x, y, workers=2), epochs=2, verbose=0).history["loss"]
+    assert len(history) == 2 and np.isfinite(history).all()
+
+
 def test_segmentation_labels_are_one_class_id_per_pixel_or_the_ignored_class():
     model = az.CNMMTiny(num_classes=5, task="segmentation")
     model.compile(optimizer="adam",

@@ -7,6 +7,7 @@ import pytest
 from adaptive_zoo.models.inputs import (
     check_image_batch,
     checked_batches,
+    checked_python_batches,
     held_out_arrays,
     held_out_batches,
     image_batches,
@@ -143,3 +144,39 @@ def test_float64_and_uint8_images_give_the_float32_results(family):
         model.evaluate(pixels.astype("float32"), labels, verbose=0), rel=1e-5)
     if family == "dmnn":
         model.calibrate(pixels.astype("float64"), budgets=[budget])
+
+
+class _Labelled(keras.utils.PyDataset):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.ended = 0
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, index):
+        return np.zeros((2, 4, 4, 1), "float32"), np.full(2, index)
+
+    def on_epoch_end(self):
+        self.ended += 1
+
+
+def test_checked_python_batches_keeps_a_py_dataset_what_it_was_and_can_be_pickled():
+    import pickle
+
+    user = _Labelled(workers=3, use_multiprocessing=True, max_queue_size=5)
+    checked = checked_python_batches(user, "net", 2)
+    assert (checked.workers, checked.use_multiprocessing, checked.max_queue_size) == (3, True, 5)
+    assert checked.num_batches == 3
+    checked.on_epoch_end()
+    assert user.ended == 1
+    assert checked[1][1].tolist() == [1, 1]
+    with pytest.raises(ValueError, match=r"got 2 label\(s\) outside, from 2 to 2"):
+        checked[2]
+    # Worker processes receive it pickled.
+    assert pickle.loads(pickle.dumps(checked))[0][1].tolist() == [0, 0]
+    # A generator is checked batch by batch; other data passes as it is.
+    labels = [batch[1].tolist() for batch in checked_python_batches((user[i] for i in range(2)), "net", 2)]
+    assert labels == [[0, 0], [1, 1]]
+    listed = [user[0]]
+    assert checked_python_batches(listed, "net", 2) is listed

@@ -1,8 +1,10 @@
 """Input checks and batching shared by every model of the zoo."""
 
 import collections.abc
+import functools
 import itertools
 import re
+import types
 
 import keras
 import numpy as np
@@ -15,6 +17,7 @@ __all__ = [
     "check_label_spec",
     "checked_batches",
     "checked_label_batches",
+    "checked_python_batches",
     "held_out_arrays",
     "held_out_batches",
     "held_out_passes",
@@ -163,6 +166,56 @@ def checked_label_batches(dataset, name, num_classes, ignore_class=None):
         return (images, tf.cond(tf.reduce_all(valid), lambda: labels, fail)) + rest
 
     return dataset.map(check)
+
+
+def checked_python_batches(data, name, num_classes, ignore_class=None, label_shape=()):
+    """`data`, a Python generator or a `keras.utils.PyDataset` of
+    `(images, labels, ...)` batches, with each batch's labels checked by
+    `check_class_labels` as Keras' loop reads it: a bad batch raises its
+    `ValueError` before it runs (Keras reads the first batches before the
+    loop starts). Other data is returned as it is.
+
+    The check is a `functools.partial` of a module-level function, so that a
+    `PyDataset` with `use_multiprocessing=True` can still be sent to its
+    worker processes."""
+    check = functools.partial(check_class_labels, name, num_classes, ignore_class=ignore_class,
+                              label_shape=label_shape)
+    if isinstance(data, types.GeneratorType):
+        return (_checked_labels(batch, check) for batch in data)
+    if isinstance(data, keras.utils.PyDataset):
+        return _CheckedPyDataset(data, check)
+    return data
+
+
+def _checked_labels(batch, check):
+    """`batch` after `check(labels)`, where it is `(images, labels, ...)`."""
+    if isinstance(batch, (tuple, list)) and len(batch) > 1 and hasattr(batch[1], "shape"):
+        check(batch[1])
+    return batch
+
+
+class _CheckedPyDataset(keras.utils.PyDataset):
+    """A user's `PyDataset` whose batches have their labels checked
+    (`checked_python_batches`); its workers, length and epoch hooks are the
+    user's."""
+
+    def __init__(self, dataset, check):
+        super().__init__(workers=dataset.workers, use_multiprocessing=dataset.use_multiprocessing,
+                         max_queue_size=dataset.max_queue_size)
+        self.dataset, self.check = dataset, check
+
+    @property
+    def num_batches(self):
+        return self.dataset.num_batches
+
+    def __getitem__(self, index):
+        return _checked_labels(self.dataset[index], self.check)
+
+    def on_epoch_begin(self):
+        self.dataset.on_epoch_begin()
+
+    def on_epoch_end(self):
+        self.dataset.on_epoch_end()
 
 
 def label_error(error):
