@@ -310,7 +310,7 @@ def test_a_failed_fit_evaluate_or_predict_leaves_the_model_as_it_was(family):
     unknown = tf.data.Dataset.from_tensor_slices((x, np.zeros((8, 7)))).batch(4).map(
         lambda images, labels: (images, tf.numpy_function(lambda v: v, [labels], tf.float64)))
     with pytest.raises(Exception):  # noqa: B017 (each backend's own error type)
-        model.fit(unknown, verbose=0)
+        model.fit(unknown, shuffle=False, verbose=0)
     assert np.isfinite(model.predict(x, verbose=0)).all()
     assert np.isfinite(model.fit(x, y, epochs=1, verbose=0).history["loss"][-1])
 
@@ -397,18 +397,18 @@ def test_labels_in_a_dataset_are_checked_as_the_loop_reads_them(family):
     data = tf.data.Dataset.from_tensor_slices((x, bad)).batch(4)
     message = r"has 5 classes: labels must be class ids in \[0, 5\); a batch holds labels outside, from 9 to 9\."
     with pytest.raises(ValueError, match=message):
-        model.fit(data, verbose=0)
+        model.fit(data, shuffle=False, verbose=0)
     with pytest.raises(ValueError, match=message):
         model.evaluate(data, verbose=0)
     with pytest.raises(ValueError, match="These look one-hot"):  # from the element spec
-        model.fit(tf.data.Dataset.from_tensor_slices((x, np.eye(5)[y])).batch(4), verbose=0)
+        model.fit(tf.data.Dataset.from_tensor_slices((x, np.eye(5)[y])).batch(4), shuffle=False, verbose=0)
     with pytest.raises(ValueError, match="integer class ids as labels; got labels of dtype string"):
-        model.fit(tf.data.Dataset.from_tensor_slices((x, y.astype(str))).batch(4), verbose=0)
+        model.fit(tf.data.Dataset.from_tensor_slices((x, y.astype(str))).batch(4), shuffle=False, verbose=0)
     for got, want in zip(model.get_weights(), weights):
         np.testing.assert_array_equal(got, want)
     good = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
     with pytest.raises(ValueError, match=message):
-        model.fit(good, validation_data=data, verbose=0)
+        model.fit(good, validation_data=data, shuffle=False, verbose=0)
 
 
 class _Batches(keras.utils.PyDataset):
