@@ -226,6 +226,42 @@ def test_predict_all_exits_shows_keras_progress_bar_unless_silenced(capsys):
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_evaluate_at_a_budget_scores_what_predict_returns(family):
+    import tensorflow as tf
+
+    model = FAMILIES[family]()
+    x, y = _images_and_labels(model, n=12)
+    model.compile(optimizer="adam", metrics=["accuracy"])
+    logits, cost = model.predict(x, batch_size=5, budget=0.8, return_cost=True, verbose=0)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    want = {"loss": float(keras.ops.convert_to_numpy(loss(y, logits))),
+            "accuracy": float(np.mean(np.argmax(logits, -1) == y)), "flops": float(cost.mean())}
+    got = model.evaluate(x, y, batch_size=5, budget=0.8, return_dict=True, verbose=0)
+    assert got == pytest.approx(want, rel=1e-5)
+    assert cost.mean() < profile_flops(model)  # the budget's cost, not the full model's
+    # A dataset's batches, and Keras' list order with "flops" last.
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(5)
+    assert model.evaluate(data, budget=0.8, verbose=0) == pytest.approx(
+        [want["loss"], want["accuracy"], want["flops"]], rel=1e-5)
+    with pytest.raises(ValueError, match=r"labels must be class ids in \[0, 5\)"):
+        model.evaluate(x, np.full(12, 7), budget=0.8, verbose=0)
+    with pytest.raises(ValueError, match="leave y and sample_weight out"):
+        model.evaluate(data, y, budget=0.8, verbose=0)
+    with pytest.raises(ValueError, match="evaluate needs labels"):
+        model.evaluate(tf.data.Dataset.from_tensor_slices(x).batch(5), budget=0.8, verbose=0)
+    with pytest.raises(ValueError, match="calls no callbacks"):
+        model.evaluate(x, y, budget=0.8, callbacks=[keras.callbacks.History()], verbose=0)
+    with pytest.raises(ValueError, match="budget must be a finite number"):
+        model.evaluate(x, y, budget=1.5, verbose=0)
+    with pytest.raises(ValueError, match="call model.compile"):
+        FAMILIES[family]().evaluate(x, y, budget=0.8, verbose=0)
+
+
+def profile_flops(model):
+    return az.profile(model).flops
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_freeze_backbone_trains_the_classifiers_only(family):
     model = FAMILIES[family]()
     trainable = len(model.trainable_weights)

@@ -4,10 +4,11 @@ input checks, Keras' training loop made safe and the base of its config."""
 import functools
 
 import keras
+import numpy as np
 
 from adaptive_zoo.models.inputs import (
     as_float_images, check_class_labels, check_image_batch, check_label_spec, checked_label_batches,
-    checked_python_batches, label_error, positive_integer)
+    checked_python_batches, label_error, labelled_batches, positive_integer)
 
 __all__ = ["ZooModel"]
 
@@ -135,9 +136,107 @@ class ZooModel(keras.Model):
     # are kept until the call ends, and put back where it raised. (They cost
     # no memory once a step has run: the step takes their buffers over.)
     fit = _keras_loop(keras.Model.fit, labeled=True)
-    evaluate = _keras_loop(keras.Model.evaluate, labeled=True)
+    _keras_evaluate = _keras_loop(keras.Model.evaluate, labeled=True)
     predict = _keras_loop(keras.Model.predict)
     _handed_out = ()
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
+                 steps=None, callbacks=None, return_dict=False, budget=None, **kwargs):
+        """Keras' `evaluate`, plus a budget: the loss and metrics at a cost.
+
+        With `budget=None` this is `keras.Model.evaluate` (the full model).
+        With a budget, the compiled loss and metrics are those of what
+        `predict(x, budget=budget)` returns (each image computes only what
+        the budget leaves it), and `"flops"` is the mean FLOPs per image
+        actually spent.
+
+        Args:
+            x, y, batch_size, sample_weight, steps, verbose, return_dict:
+                as in Keras (`y` and `sample_weight` with arrays only; a
+                dataset yields `(images, labels)` or `(images, labels,
+                sample_weight)`).
+            callbacks: Keras callbacks, without a budget only (the budget's
+                loop calls none).
+            budget: `None` or a number in (0, 1].
+            **kwargs: with a budget, the family's `predict` arguments
+                (`mode`); without, Keras' other `evaluate` arguments.
+
+        Returns:
+            As Keras: the loss, or the list `[loss, *metrics]` in
+            `metrics_names` order, or a dict with `return_dict`; with a
+            budget `"flops"` comes last (`[loss, *metrics, flops]`).
+
+        Example:
+        ```python
+        model.compile(metrics=["accuracy"])
+        loss, accuracy, flops = model.evaluate(x_test, y_test, budget=0.5)
+        ```
+        """
+        if budget is None:
+            return self._keras_evaluate(
+                x, y, batch_size=batch_size, verbose=verbose, sample_weight=sample_weight,
+                steps=steps, callbacks=callbacks, return_dict=return_dict, **kwargs)
+        if callbacks:
+            raise ValueError("evaluate with a budget runs the model's own batch loop, which calls no "
+                             "callbacks: leave callbacks out.")
+        if not self.compiled:
+            raise ValueError("evaluate needs a compiled model (its loss and metrics): call "
+                             "model.compile() first.")
+        self._check_data(x, "evaluate")
+        (x, y), _ = self._with_labels_checked((x, y), {})
+        try:
+            logs = self._evaluate_at_budget(x, y, sample_weight, batch_size, steps, verbose,
+                                            dict(kwargs, budget=budget, return_cost=True))
+        except Exception as error:
+            clear = label_error(error)
+            if clear is not None:
+                raise clear from error
+            raise
+        return logs if return_dict else self._flatten_metrics_in_order(logs)
+
+    def _evaluate_at_budget(self, x, y, sample_weight, batch_size, steps, verbose, predict_kwargs):
+        """`evaluate`'s logs for a budget: `{"loss", *metrics, "flops"}`."""
+        batch_size = 32 if batch_size is None else positive_integer(batch_size, "batch_size")
+        if hasattr(x, "shape"):
+            if y is None:
+                raise ValueError("evaluate with a budget needs labels: pass x and y.")
+            # One `predict` over the arrays: the multi-exit models pool the
+            # survivors of consecutive batches.
+            outputs = self.predict(x, batch_size=batch_size, verbose=verbose, steps=steps,
+                                   **predict_kwargs)
+            n = len(outputs[0])
+            labels = np.asarray(keras.ops.convert_to_numpy(y))[:n]
+            weights = None if sample_weight is None else np.asarray(
+                keras.ops.convert_to_numpy(sample_weight))[:n]
+            parts = [(labels[i:i + batch_size], outputs[0][i:i + batch_size],
+                      outputs[1][i:i + batch_size], None if weights is None else weights[i:i + batch_size])
+                     for i in range(0, n, batch_size)]
+        else:
+            if y is not None or sample_weight is not None:
+                raise ValueError("With a dataset, its batches carry the labels (and sample weights): "
+                                 "leave y and sample_weight out.")
+            parts = ((labels, *self.predict(images, batch_size=len(images), verbose=0,
+                                            **predict_kwargs), weights)
+                     for images, labels, weights in labelled_batches(x, steps, verbose))
+        loss, metrics = self._compile_loss, self._compile_metrics
+        if metrics is not None:
+            metrics.reset_state()
+        total_loss = total_flops = count = 0.0
+        for labels, logits, cost, weights in parts:
+            if loss is not None:
+                value = loss(labels, logits, weights)
+                total_loss += float(keras.ops.convert_to_numpy(value)) * len(logits)
+            if metrics is not None:
+                metrics.update_state(labels, logits, weights)
+            total_flops += float(np.sum(cost))
+            count += len(logits)
+        if not count:
+            raise ValueError("evaluate got no images.")
+        logs = {} if loss is None else {"loss": total_loss / count}
+        if metrics is not None:
+            logs.update({k: float(keras.ops.convert_to_numpy(v)) for k, v in metrics.result().items()})
+        logs["flops"] = total_flops / count
+        return logs
 
     def _check_data(self, x, caller="fit"):
         """`_check_inputs` of the images in `x` (`fit`/`evaluate`/`predict`

@@ -24,6 +24,7 @@ __all__ = [
     "image_batches",
     "image_dtype",
     "label_error",
+    "labelled_batches",
     "positive_batch_size",
     "positive_integer",
 ]
@@ -301,6 +302,28 @@ def _progress_bar(x, batch_size, steps, verbose):
 
 
 _FLOAT_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def labelled_batches(data, steps=None, verbose=0):
+    """The batches of `data`, an iterable of `(images, labels)` or
+    `(images, labels, sample_weight)` tuples (a `tf.data.Dataset`, a
+    generator, a `keras.utils.PyDataset`), as NumPy triples
+    `(images, labels, sample_weight or None)`; only the first `steps` where
+    `steps` is not None; Keras' progress bar as in `checked_batches`.
+
+    Raises:
+        ValueError: for a batch without labels.
+    """
+    def triples():
+        for item in itertools.islice(data, steps):
+            if not isinstance(item, (tuple, list)) or len(item) < 2 or item[1] is None:
+                raise ValueError("Each batch must be (images, labels) or (images, labels, "
+                                 "sample_weight): evaluate needs labels.")
+            weights = item[2] if len(item) > 2 else None
+            yield tuple(None if a is None else np.asarray(ops.convert_to_numpy(a))
+                        for a in (item[0], item[1], weights))
+
+    return _counted(triples(), _progress_bar(data, 1, steps, verbose))
 
 
 def image_dtype(dtype):
