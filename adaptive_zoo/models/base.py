@@ -8,7 +8,7 @@ import numpy as np
 
 from adaptive_zoo.models.inputs import (
     as_float_images, check_class_labels, check_image_batch, check_label_spec, checked_label_batches,
-    checked_python_batches, label_error, labelled_batches, positive_integer)
+    checked_python_batches, label_error, labeled_batches, positive_integer)
 
 __all__ = ["ZooModel"]
 
@@ -217,7 +217,7 @@ class ZooModel(keras.Model):
                                  "leave y and sample_weight out.")
             parts = ((labels, *self.predict(images, batch_size=len(images), verbose=0,
                                             **predict_kwargs), weights)
-                     for images, labels, weights in labelled_batches(x, steps, verbose))
+                     for images, labels, weights in labeled_batches(x, steps, verbose))
         loss, metrics = self._compile_loss, self._compile_metrics
         if metrics is not None:
             metrics.reset_state()

@@ -24,7 +24,7 @@ __all__ = [
     "image_batches",
     "image_dtype",
     "label_error",
-    "labelled_batches",
+    "labeled_batches",
     "positive_batch_size",
     "positive_integer",
 ]
@@ -301,10 +301,7 @@ def _progress_bar(x, batch_size, steps, verbose):
     return keras.utils.Progbar(target, verbose=verbose)
 
 
-_FLOAT_DTYPES = ("float32", "float16", "bfloat16")
-
-
-def labelled_batches(data, steps=None, verbose=0):
+def labeled_batches(data, steps=None, verbose=0):
     """The batches of `data`, an iterable of `(images, labels)` or
     `(images, labels, sample_weight)` tuples (a `tf.data.Dataset`, a
     generator, a `keras.utils.PyDataset`), as NumPy triples
@@ -324,6 +321,9 @@ def labelled_batches(data, steps=None, verbose=0):
                         for a in (item[0], item[1], weights))
 
     return _counted(triples(), _progress_bar(data, 1, steps, verbose))
+
+
+_FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def image_dtype(dtype):
