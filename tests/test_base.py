@@ -484,6 +484,21 @@ def test_labels_from_a_generator_or_a_py_dataset_are_checked_as_the_loop_reads_t
     # Good labels train, the user's workers, length and epochs kept.
     history = model.fit(_Batches(x, y, workers=2), epochs=2, verbose=0).history["loss"]
     assert len(history) == 2 and np.isfinite(history).all()
+    # A PyTorch DataLoader (Keras takes one on every backend): a copy with the
+    # check after its collate_fn; the user's loader is left as it was.
+    import torch
+
+    def loader(labels):
+        pairs = torch.utils.data.TensorDataset(torch.tensor(x), torch.tensor(labels))
+        return torch.utils.data.DataLoader(pairs, batch_size=4)
+
+    bad_loader = loader(bad)
+    collate = bad_loader.collate_fn
+    with pytest.raises(ValueError, match=message):
+        model.fit(bad_loader, shuffle=False, verbose=0)
+    assert bad_loader.collate_fn is collate
+    history = model.fit(loader(y), epochs=2, shuffle=False, verbose=0).history["loss"]
+    assert len(history) == 2 and np.isfinite(history).all()
 
 
 def test_segmentation_labels_are_one_class_id_per_pixel_or_the_ignored_class():

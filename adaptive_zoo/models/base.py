@@ -263,9 +263,9 @@ class ZooModel(keras.Model):
         arrays or tensors are checked now (`check_class_labels`), before any
         weight moves; a `tf.data.Dataset`'s labels have their shape checked
         now and their values per batch, as Keras' loop reads them
-        (`checked_label_batches`), as are those of a Python generator or a
-        `keras.utils.PyDataset` (`checked_python_batches`). `validation_data`
-        alike."""
+        (`checked_label_batches`), as are those of a Python generator, a
+        `keras.utils.PyDataset` or a PyTorch `DataLoader`
+        (`checked_python_batches`). `validation_data` alike."""
         takes_class_ids, ignore_class = _class_id_loss(getattr(self, "loss", None))
         if not takes_class_ids:
             return args, kwargs
@@ -281,7 +281,7 @@ class ZooModel(keras.Model):
                 check_label_spec(self.name, self.num_classes, shape, labels.dtype.as_numpy_dtype,
                                  self._label_shape(), dtype_name=labels.dtype.name)
                 return checked_label_batches(x, self.name, self.num_classes, ignore_class)
-            if y is None:  # a Python generator or a PyDataset; other data as it is
+            if y is None:  # a generator, a PyDataset, a DataLoader; other data as it is
                 return checked_python_batches(x, self.name, self.num_classes, ignore_class,
                                               self._label_shape())
             return x

@@ -1,9 +1,11 @@
 """Input checks and batching shared by every model of the zoo."""
 
 import collections.abc
+import copy
 import functools
 import itertools
 import re
+import sys
 import types
 
 import keras
@@ -170,22 +172,37 @@ def checked_label_batches(dataset, name, num_classes, ignore_class=None):
 
 
 def checked_python_batches(data, name, num_classes, ignore_class=None, label_shape=()):
-    """`data`, a Python generator or a `keras.utils.PyDataset` of
-    `(images, labels, ...)` batches, with each batch's labels checked by
-    `check_class_labels` as Keras' loop reads it: a bad batch raises its
-    `ValueError` before it runs (Keras reads the first batches before the
-    loop starts). Other data is returned as it is.
+    """`data`, a Python generator, a `keras.utils.PyDataset` or a
+    `torch.utils.data.DataLoader` of `(images, labels, ...)` batches, with
+    each batch's labels checked by `check_class_labels` as Keras' loop reads
+    it: a bad batch raises its `ValueError` before it runs (Keras reads the
+    first batches before the loop starts). Other data is returned as it is.
 
-    The check is a `functools.partial` of a module-level function, so that a
-    `PyDataset` with `use_multiprocessing=True` can still be sent to its
-    worker processes."""
+    The check is a `functools.partial` of module-level functions, so that a
+    `PyDataset` with `use_multiprocessing=True`, or a `DataLoader` with
+    worker processes, can still be sent to its workers. A `DataLoader` is
+    copied with its `collate_fn` followed by the check (the user's own is
+    left as it is)."""
     check = functools.partial(check_class_labels, name, num_classes, ignore_class=ignore_class,
                               label_shape=label_shape)
     if isinstance(data, types.GeneratorType):
         return (_checked_labels(batch, check) for batch in data)
     if isinstance(data, keras.utils.PyDataset):
         return _CheckedPyDataset(data, check)
+    if _is_torch_data_loader(data):
+        loader = copy.copy(data)
+        loader.collate_fn = functools.partial(_collated_and_checked, data.collate_fn, check)
+        return loader
     return data
+
+
+def _is_torch_data_loader(data):
+    torch_data = sys.modules.get("torch.utils.data")  # never imports torch itself
+    return torch_data is not None and isinstance(data, torch_data.DataLoader)
+
+
+def _collated_and_checked(collate_fn, check, samples):
+    return _checked_labels(collate_fn(samples), check)
 
 
 def _checked_labels(batch, check):
