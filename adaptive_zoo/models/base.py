@@ -13,15 +13,17 @@ from adaptive_zoo.models.inputs import (
 __all__ = ["ZooModel"]
 
 
-def _keras_loop(method, labeled=False):
-    """Keras' `fit`, `evaluate` or `predict` for a zoo model: the images'
-    shape checked first where the data shows it (`_check_data`), for `fit`
-    and `evaluate` (`labeled`) the labels too (`_with_labels_checked`), and
-    the variables left usable where it raises on JAX (`_get_jax_state`)."""
+def _keras_loop(method, labeled=False, name=None):
+    """Keras' `fit`, `evaluate` or `predict` for a zoo model (or our own loop
+    in their place, `name` the method it serves): the images' shape checked
+    first where the data shows it (`_check_data`), for `fit` and `evaluate`
+    (`labeled`) the labels too (`_with_labels_checked`), and the variables
+    left usable where it raises on JAX (`_get_jax_state`)."""
+    name = name or method.__name__
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        self._check_data(args[0] if args else kwargs.get("x"), method.__name__)
+        self._check_data(args[0] if args else kwargs.get("x"), name)
         if labeled:
             args, kwargs = self._with_labels_checked(args, kwargs)
         try:
@@ -182,19 +184,11 @@ class ZooModel(keras.Model):
         if not self.compiled:
             raise ValueError("evaluate needs a compiled model (its loss and metrics): call "
                              "model.compile() first.")
-        self._check_data(x, "evaluate")
-        (x, y), _ = self._with_labels_checked((x, y), {})
-        try:
-            logs = self._evaluate_at_budget(x, y, sample_weight, batch_size, steps, verbose,
-                                            dict(kwargs, budget=budget, return_cost=True))
-        except Exception as error:
-            clear = label_error(error)
-            if clear is not None:
-                raise clear from error
-            raise
+        logs = self._evaluate_at_budget(x, y, sample_weight, batch_size, steps, verbose,
+                                        dict(kwargs, budget=budget, return_cost=True))
         return logs if return_dict else self._flatten_metrics_in_order(logs)
 
-    def _evaluate_at_budget(self, x, y, sample_weight, batch_size, steps, verbose, predict_kwargs):
+    def _budget_logs(self, x, y, sample_weight, batch_size, steps, verbose, predict_kwargs):
         """`evaluate`'s logs for a budget: `{"loss", *metrics, "flops"}`."""
         batch_size = 32 if batch_size is None else positive_integer(batch_size, "batch_size")
         if hasattr(x, "shape"):
@@ -237,6 +231,9 @@ class ZooModel(keras.Model):
             logs.update({k: float(keras.ops.convert_to_numpy(v)) for k, v in metrics.result().items()})
         logs["flops"] = total_flops / count
         return logs
+
+    # Checked as Keras' `evaluate` is: the images, the labels, their errors.
+    _evaluate_at_budget = _keras_loop(_budget_logs, labeled=True, name="evaluate")
 
     def _check_data(self, x, caller="fit"):
         """`_check_inputs` of the images in `x` (`fit`/`evaluate`/`predict`
