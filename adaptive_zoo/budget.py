@@ -11,8 +11,9 @@ model's FLOPs per image (the count of `cost.profile`). For multi-exit models:
   (`exit_thresholds`), searched so the mean cost meets `b` (`calibrate_exits`).
 
 DMNN's budgets (top-k sub-blocks per image, or a calibrated threshold on the
-gates) are computed by the model itself (`models/dmnn.py`); its calibration
-is a `Calibration` too, with one gate threshold per budget.
+gates) are applied by the model itself (`models/dmnn.py`); the threshold for
+a budget is searched here (`search_gate_threshold`), and its calibration is a
+`Calibration` too, with one gate threshold per budget.
 
 Mixtures (CNMM): a budget is a pruned graph, the same for every image
 (`prune_mixture`): edges are dropped by learned keep probability (or, with
@@ -35,6 +36,7 @@ __all__ = [
     "live_edges",
     "prune_mixture",
     "pruning_scores",
+    "search_gate_threshold",
     "simulate_exits",
     "validate_budget",
 ]
@@ -325,6 +327,51 @@ def calibrate_exits(confidences, correct, exit_flops, budgets, tolerance=0.01):
         result.mean_flops.append(spent)
         result.accuracy.append(acc if acc is not None else float("nan"))
     return result
+
+
+def search_gate_threshold(reading, target, tolerance=0.01, steps=30):
+    """The gate threshold whose mean cost on held-out data is nearest `target`.
+
+    DMNN's calibrated rule: a sub-block runs for an image where its "on"
+    probability reaches one threshold `tau` in [0, 1], so the mean cost falls
+    as `tau` rises. The search reads `tau = 0` (every sub-block on) first;
+    if that already fits `target` within `tolerance`, it is the answer, else
+    a bisection on `tau` until a reading is within `tolerance` of `target` or
+    `steps` readings have been made.
+
+    Args:
+        reading: a function `tau -> (mean cost, accuracy)` on the held-out
+            data (accuracy NaN without labels). Each reading is a pass over
+            the data: memoize it to share the first steps between budgets.
+        target: the mean cost sought, FLOPs per image.
+        tolerance: relative cost tolerance.
+        steps: the most bisection steps.
+
+    Returns:
+        `(tau, mean cost, accuracy)`: the reading nearest `target`. The caller
+        decides whether it is near enough.
+
+    Example:
+    ```python
+    tau, spent, accuracy = search_gate_threshold(lambda t: (100.0 * (1 - t), 0.9), 50.0)
+    ```
+    """
+    best = (0.0, *reading(0.0))
+    if best[1] <= target * (1 + tolerance):
+        return best
+    lo, hi = 0.0, 1.0
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        spent, accuracy = reading(mid)
+        if abs(spent - target) < abs(best[1] - target):
+            best = (mid, spent, accuracy)
+        if abs(spent - target) <= tolerance * target:
+            break
+        if spent > target:
+            lo = mid
+        else:
+            hi = mid
+    return best
 
 
 def calibrate(model, data, budgets=None, batch_size=None, verbose="auto"):

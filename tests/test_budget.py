@@ -50,6 +50,31 @@ def test_calibration_meets_each_budget_within_5_percent():
     assert cal.budget_range == (0.4, 1.0)
 
 
+def test_gate_threshold_search_meets_the_target_and_reads_each_threshold_once():
+    read = []
+
+    def reading(tau):  # the cost falls as the threshold rises, as DMNN's does
+        read.append(tau)
+        return 100.0 * (1.0 - tau) ** 2 + 20.0, 0.9 - 0.1 * tau
+
+    tau, spent, accuracy = budget.search_gate_threshold(reading, 50.0, tolerance=0.01)
+    assert abs(spent - 50.0) <= 0.5 and spent == reading(tau)[0]
+    assert accuracy == pytest.approx(0.9 - 0.1 * tau)
+    assert read[0] == 0.0 and len(set(read)) == len(read) - 1  # the last: the check above
+    # Every sub-block on already fits: threshold 0, nothing else read.
+    read.clear()
+    assert budget.search_gate_threshold(reading, 125.0) == (0.0, 120.0, 0.9)
+    assert read == [0.0]
+
+
+def test_gate_threshold_search_returns_the_nearest_reading_of_a_step_function():
+    def reading(tau):  # few images: the cost moves in steps
+        return (100.0 if tau < 0.3 else 60.0 if tau < 0.7 else 30.0), float("nan")
+
+    tau, spent, _ = budget.search_gate_threshold(reading, 50.0, steps=12)
+    assert spent == 60.0 and 0.3 <= tau < 0.7
+
+
 def test_calibration_refuses_unreachable_budgets_and_tiny_sets():
     conf = np.random.default_rng(0).random((3, 50))
     with pytest.raises(ValueError, match="cheapest"):

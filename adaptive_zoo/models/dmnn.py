@@ -679,7 +679,7 @@ class DMNN(ZooModel):
 
         For each budget, a bisection on the global threshold until the mean
         executed FLOPs on `data` (held-out images) is within `tolerance` of
-        `budget * full`. The result is stored in the model's config (it
+        `budget * full` (`budget.search_gate_threshold`). The result is stored in the model's config (it
         survives `.keras` saving and loading).
 
         Args:
@@ -724,22 +724,37 @@ class DMNN(ZooModel):
         for b in budgets:
             self._check_reachable(b)
 
-        # The search evaluates many thresholds: it uses the masked path
-        # (identical decisions and costs), compiled once, threshold as input.
+        reading = self._threshold_reading(passes)
+        result = budget_lib.Calibration([], [], [], [])
+        for b in budgets:
+            tau, spent, accuracy = budget_lib.search_gate_threshold(reading, b * full, tolerance)
+            if abs(spent - b * full) > 0.05 * b * full:
+                raise ValueError(
+                    f"Cannot calibrate budget {b}: the closest mean cost reachable on this data "
+                    f"is {spent / full:.4f} of the full model."
+                )
+            result.budgets.append(float(b))
+            result.thresholds.append([float(tau)])
+            result.mean_flops.append(float(spent))
+            result.accuracy.append(float(accuracy))
+        self.calibration = result
+        return result
+
+    def _threshold_reading(self, passes):
+        """`tau -> (mean cost, accuracy)` on the held-out data, memoized.
+
+        Each new `tau` is one pass over `passes()` (batch by batch); accuracy
+        is NaN where a batch comes without labels. The search tries many
+        thresholds, so it reads them through the masked path (the same
+        decisions and costs as the skipping path), compiled once with the
+        threshold as an input.
+        """
         def cost_fn(x, tau):
             logits, gates, _ = self._dense(x, training=False, rule=("threshold", tau[:, None]))
             return self._cost_of(gates), ops.argmax(logits, axis=-1)
 
         run = fast_path.compile_inference(cost_fn, self.variables)
-
-        readings = {}  # threshold -> its reading: budgets' searches share their first steps
-
-        def mean_cost(tau):
-            """(mean cost, accuracy: NaN without labels) on the data at
-            threshold `tau`, reading it batch by batch (once per `tau`)."""
-            if tau not in readings:
-                readings[tau] = read(tau)
-            return readings[tau]
+        readings = {}
 
         def read(tau):
             spent, right, count, labelled = 0.0, 0, 0, True
@@ -754,35 +769,12 @@ class DMNN(ZooModel):
                     right += int(np.sum(ops.convert_to_numpy(classes) == labels))
             return spent / count, (right / count if labelled else float("nan"))
 
-        result = budget_lib.Calibration([], [], [], [])
-        everything_on = mean_cost(0.0)  # threshold 0: the start of every budget's search
-        for b in budgets:
-            target = b * full
-            lo, hi = 0.0, 1.0  # cost decreases as the threshold rises
-            best = (0.0, *everything_on)
-            if best[1] > target * (1 + tolerance):
-                for _ in range(30):
-                    mid = 0.5 * (lo + hi)
-                    spent, accuracy = mean_cost(mid)
-                    if abs(spent - target) < abs(best[1] - target):
-                        best = (mid, spent, accuracy)
-                    if abs(spent - target) <= tolerance * target:
-                        break
-                    if spent > target:
-                        lo = mid
-                    else:
-                        hi = mid
-            if abs(best[1] - target) > 0.05 * target:
-                raise ValueError(
-                    f"Cannot calibrate budget {b}: the closest mean cost reachable on this data "
-                    f"is {best[1] / full:.4f} of the full model."
-                )
-            result.budgets.append(float(b))
-            result.thresholds.append([float(best[0])])
-            result.mean_flops.append(float(best[1]))
-            result.accuracy.append(float(best[2]))
-        self.calibration = result
-        return result
+        def reading(tau):
+            if tau not in readings:
+                readings[tau] = read(tau)
+            return readings[tau]
+
+        return reading
 
     # ------------------------------------------------------------------ #
     # Training.
