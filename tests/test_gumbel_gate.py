@@ -1,6 +1,5 @@
 """GumbelGate: decisions, noise, threshold, serialization, cost."""
 
-import keras
 import numpy as np
 import pytest
 from keras import ops

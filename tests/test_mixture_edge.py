@@ -1,7 +1,6 @@
 """MixtureEdge and mix_node: directions, keep probability, relaxed samples,
 the normalized node, serialization, cost."""
 
-import keras
 import numpy as np
 import pytest
 from keras import ops

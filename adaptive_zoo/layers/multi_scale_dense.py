@@ -231,7 +231,7 @@ class MSDLayer(Layer):
 
     def compute_output_shape(self, input_shape):
         shapes = []
-        for (finer, same), down, normal in zip(self._pairs(input_shape), self.down, self.normal):
+        for (_, same), down, normal in zip(self._pairs(input_shape), self.down, self.normal):
             c = same[-1]
             if down is not None:
                 c += down.filters
