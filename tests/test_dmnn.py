@@ -146,6 +146,30 @@ def test_predict_topk_ranks_only_the_real_images(tiny):
     np.testing.assert_allclose(compiled, ops.convert_to_numpy(logits), rtol=1e-4, atol=1e-4)
 
 
+def test_a_budget_in_a_traced_function(tiny):
+    """In a tf.function the budget skips sub-blocks as eagerly (same logits
+    and costs); under jax.jit, whose shapes are static, a budget is refused
+    and the gates as trained run the masked reference path (Keras' fit and
+    evaluate trace the model so on JAX)."""
+    x = _images(seed=3)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        logits, cost = tf.function(lambda images: tiny(images, budget=0.7, return_cost=True))(x)
+        eager_logits, eager_cost = tiny(x, budget=0.7, return_cost=True)
+        np.testing.assert_allclose(logits.numpy(), ops.convert_to_numpy(eager_logits), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(cost.numpy(), ops.convert_to_numpy(eager_cost))
+        assert cost.numpy().max() < tiny.full_flops()  # sub-blocks were skipped
+    elif backend == "jax":
+        import jax
+
+        with pytest.raises(ValueError, match="jax.jit"):
+            jax.jit(lambda images: tiny(images, budget=0.7))(x)
+        traced = jax.jit(lambda images: tiny(images))(x)
+        np.testing.assert_allclose(np.asarray(traced), ops.convert_to_numpy(tiny(x)), rtol=1e-5, atol=1e-5)
+
+
 def test_full_budget_runs_everything(tiny):
     _, flops = tiny(_images(), budget=1.0, return_cost=True)
     np.testing.assert_allclose(ops.convert_to_numpy(flops), tiny.full_flops())

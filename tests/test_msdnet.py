@@ -141,6 +141,29 @@ def test_calibrated_early_exit_equals_the_dense_simulation(tiny):
     tiny.calibration = None
 
 
+def test_calibrated_early_exit_in_a_traced_function(tiny):
+    """In a tf.function the early exit runs in the graph (each stage on the
+    samples still running), equal to the eager call; jax.jit cannot hold its
+    data-dependent shapes and says so."""
+    x, y = images(60, seed=6), np.random.default_rng(7).integers(0, 10, 60)
+    tiny.calibrate((x, y), budgets=[0.6, 1.0])
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        logits, cost = tf.function(lambda images: tiny(images, budget=0.7, return_cost=True))(x)
+        eager_logits, eager_cost = tiny(x, budget=0.7, return_cost=True)
+        np.testing.assert_allclose(logits.numpy(), keras.ops.convert_to_numpy(eager_logits), atol=1e-5)
+        np.testing.assert_array_equal(cost.numpy(), keras.ops.convert_to_numpy(eager_cost))
+        assert len(np.unique(cost.numpy())) > 1  # some samples left early, others went on
+    elif backend == "jax":
+        import jax
+
+        with pytest.raises(ValueError, match="jax.jit"):
+            jax.jit(lambda images: tiny(images, budget=0.7))(x)
+    tiny.calibration = None
+
+
 def test_compiled_predict_follows_new_weights():
     # Each compiled stage reads only its own variables; after the weights
     # change (fit, load_weights, set_weights) it must compute with the new

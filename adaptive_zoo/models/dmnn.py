@@ -588,8 +588,15 @@ class DMNN(ZooModel):
         if self.static:
             logits, decisions = self._dense(inputs, training=training)[0], []
         elif _is_tracer(inputs):
+            if budget is not None and not isinstance(inputs, keras.KerasTensor):
+                raise ValueError(
+                    "A budget skips sub-blocks per image, which needs data-dependent shapes that "
+                    "jax.jit cannot hold. Call the model eagerly, or use "
+                    "model.predict(x, budget=...), which compiles each piece separately.")
             # Shapes must be static here (jax.jit, symbolic build): the masked
-            # reference path. model.predict(...) runs the skipping path.
+            # reference path, for the gates as trained (Keras' own fit and
+            # evaluate trace this on JAX). model.predict(...) runs the
+            # skipping path.
             logits, decisions, _ = self._dense(inputs, training=False, rule=rule)
         else:
             logits, decisions = self._skipping(inputs, rule, self._eager_pieces())

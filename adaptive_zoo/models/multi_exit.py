@@ -182,11 +182,14 @@ class MultiExitModel(ZooModel):
             logits = self._anytime(inputs, k)
             return self._with_cost(logits, self.path_flops(k), inputs, return_cost)
         if fast_path.is_traced(inputs):
-            raise ValueError(
-                "Early exit has data-dependent shapes, which a traced function (jax.jit, "
-                "tf.function) cannot hold. Call the model eagerly, or use "
-                "model.predict(x, budget=...), which compiles each stage separately."
-            )
+            if not fast_path.graphs_hold_dynamic_shapes():
+                raise ValueError(
+                    "Early exit has data-dependent shapes, which jax.jit cannot hold. Call the "
+                    "model eagerly, or use model.predict(x, budget=...), which compiles each "
+                    "stage separately.")
+            # In a tf.function: the whole early exit in the graph (what `export` writes).
+            logits, cost = self._graph_early_exit(inputs, thresholds)
+            return (logits, cost) if return_cost else logits
         logits, cost = self._early_exit(inputs, thresholds, self._stage_fns())
         logits = ops.convert_to_tensor(logits)
         return (logits, ops.convert_to_tensor(cost)) if return_cost else logits
