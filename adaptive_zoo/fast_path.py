@@ -37,6 +37,7 @@ from keras import tree
 
 __all__ = [
     "accumulating",
+    "banded_conv",
     "bucket_size",
     "compile_accumulating",
     "compile_dynamic",
@@ -489,20 +490,24 @@ def conv2d(inputs, kernel, bias, strides=1, padding=0, depthwise=False):
     """2-D convolution of NHWC `inputs` with PyTorch's symmetric zero padding,
     plus a per-channel bias: the inference convolution of `ConvBNAct`.
 
-    On PyTorch, native `conv2d` on a channels-last view of the input, with its
-    own padding and bias: no copies (a 1x1 stride-1 convolution of a
+    On PyTorch, native `conv2d` on a channels-last view of the input, with
+    its own padding and bias: no copies (a 1x1 stride-1 convolution of a
     non-contiguous input, a channel slice, is a matrix product on its rows).
     `keras.ops.conv` there copies the input twice per call (to NCHW, then to
     channels-last memory) and pads separately; the seven stages of a CIFAR
-    MSDNet took 500 ms per batch of 64 with it and 208 ms with this. On JAX's
-    CPU backend, a 1x1 stride-1 convolution is a matrix product over the
-    channels (`ops.matmul`): XLA's CPU convolution measured about twice as
-    slow for the narrow 1x1 bottlenecks of MSDNet (e.g. 34 -> 6 channels
-    at 32x32, batch 64: 3.3 ms against 1.3 ms), and the seven stages of a CIFAR MSDNet went from about
-    300 to 190-225 ms per batch of 64. Elsewhere `keras.ops` (a native
-    TensorFlow version measured no faster; TensorFlow and PyTorch measured no
-    gain from the matrix product), with `"same"` padding at stride 1 (equal
-    to the symmetric padding for odd kernels, without a padded copy).
+    MSDNet took 500 ms per batch of 64 with it and 208 ms with this. On
+    JAX's CPU backend, a 1x1 stride-1 convolution is a matrix product over
+    the channels (`ops.matmul`): XLA's CPU convolution measured about twice
+    as slow for the narrow 1x1 bottlenecks of MSDNet (e.g. 34 -> 6 channels
+    at 32x32, batch 64: 3.3 ms against 1.3 ms), and the seven stages of a
+    CIFAR MSDNet went from about 300 to 190-225 ms per batch of 64; a
+    stride-1 convolution of few channels (`C_in * C_out <= 96`, e.g. MSDNet
+    CIFAR's 3x3 convolutions of 6 to 6 channels at 32x32) is a banded matrix
+    product (`banded_conv`, about twice as fast as XLA's there). Elsewhere
+    `keras.ops` (a native TensorFlow version measured no faster; TensorFlow
+    and PyTorch measured no gain from the matrix product), with `"same"`
+    padding at stride 1 (equal to the symmetric padding for odd kernels,
+    without a padded copy).
 
     Args:
         inputs: `(batch, H, W, C_in)`.
@@ -540,6 +545,8 @@ def conv2d(inputs, kernel, bias, strides=1, padding=0, depthwise=False):
         return _empty_conv(inputs, kernel, strides, padding, depthwise)
     if _pointwise_as_matmul(kernel, strides, depthwise):
         return ops.matmul(inputs, ops.reshape(kernel, kernel.shape[2:])) + bias
+    if _banded_pays(kernel, strides, depthwise):
+        return banded_conv(inputs, kernel, padding) + bias
     if strides == 1 and 2 * padding == kernel.shape[0] - 1:
         mode = "same"  # the same symmetric padding, without a padded copy
     else:
@@ -640,6 +647,72 @@ def _pointwise_as_matmul(kernel, strides, depthwise):
     if depthwise or strides != 1 or tuple(kernel.shape[:2]) != (1, 1):
         return False
     return _jax_on_cpu()
+
+
+# A banded convolution pays for itself up to this C_in * C_out (stride 1, a
+# channel count off the multiples of 8): see `banded_conv`.
+_BANDED_MAX_CHANNEL_PRODUCT = 96
+
+
+def _banded_pays(kernel, strides, depthwise):
+    """Whether `conv2d` computes this convolution with `banded_conv`: on
+    JAX's CPU backend, a stride-1, non-depthwise convolution larger than 1x1
+    with few channels (`C_in * C_out <= 96`), not both multiples of 8 (XLA's
+    own convolution is fast there)."""
+    k, _, c_in, c_out = kernel.shape
+    if depthwise or strides != 1 or k == 1 or c_in * c_out > _BANDED_MAX_CHANNEL_PRODUCT:
+        return False
+    if c_in % 8 == 0 and c_out % 8 == 0:
+        return False
+    return _jax_on_cpu()
+
+
+def banded_conv(inputs, kernel, padding, tile=8):
+    """Stride-1 convolution of NHWC `inputs` as one matrix product: each
+    output row is cut into tiles of `tile` columns, and a tile is the product
+    of the `k` input rows' `tile + k - 1` columns (all channels, flattened)
+    with a banded (block-Toeplitz) matrix made from the kernel.
+
+    It does about `tile * k / (tile + k - 1)` times the multiply-adds of the
+    convolution, as one well-shaped matrix product. XLA's CPU convolution is
+    slow per FLOP on few channels that are not multiples of 8: at batch 64,
+    3x3, 32x32 (one-off microbenchmarks, `docs/speed_log.md`), 6 to 6
+    channels (MSDNet CIFAR's finest scale) took 2.2-4.5 ms in XLA and
+    1.3-1.6 ms this way (TensorFlow's oneDNN: 1.5 ms), 3 to 16 (MSDNet's
+    stem) 1.7-3.4 against 1.0-1.4 ms, 3 to 32 (DMNN CIFAR's stem) 4.5
+    against 1.5-1.9 ms, 12 to 6 at 16x16 1.0-1.9 against 0.7-0.9 ms. It lost
+    at 8 to 8 (1.3 against 1.6 ms), above `C_in * C_out = 96` (16 to 8: 2.0
+    against 4.5 ms) and at stride 2, hence `_banded_pays`. Zero padding as
+    PyTorch's (`padding` on every side).
+
+    Args:
+        inputs: `(batch, H, W, C_in)`.
+        kernel: `(k, k, C_in, C_out)`.
+        padding: zero rows/columns added on every side.
+        tile: output columns per tile.
+
+    Returns:
+        `(batch, H + 2 * padding - k + 1, W + 2 * padding - k + 1, C_out)`,
+        without a bias.
+    """
+    k, _, c_in, c_out = kernel.shape
+    batch, height, width = ops.shape(inputs)[0], inputs.shape[1], inputs.shape[2]
+    out_h, out_w = height + 2 * padding - k + 1, width + 2 * padding - k + 1
+    tile = min(tile, out_w)
+    tiles = -(-out_w // tile)
+    span = tile + k - 1
+    right = tiles * tile + k - 1 - width - padding  # at least `padding`
+    x = ops.pad(inputs, ((0, 0), (padding, padding), (padding, right), (0, 0)))
+    rows = ops.stack([x[:, dy:dy + out_h] for dy in range(k)], axis=2)  # (B, out_h, k, W', C)
+    x = ops.stack([rows[:, :, :, j * tile:j * tile + span] for j in range(tiles)], axis=2)
+    # band[u, t, dx] = 1 where input column u of a tile feeds its output t through kernel column dx.
+    band = np.zeros((span, tile, k), dtype="float32")
+    for t in range(tile):
+        band[np.arange(t, t + k), t, np.arange(k)] = 1.0
+    matrix = ops.einsum("utx,yxco->yucto", ops.cast(band, kernel.dtype), kernel)
+    y = ops.matmul(ops.reshape(x, (-1, k * span * c_in)), ops.reshape(matrix, (k * span * c_in, tile * c_out)))
+    y = ops.reshape(y, (batch, out_h, tiles * tile, c_out))
+    return y[:, :, :out_w] if tiles * tile != out_w else y
 
 
 def _jax_on_cpu():

@@ -145,6 +145,36 @@ def test_conv2d_pads_like_pytorch_and_adds_the_bias():
         np.testing.assert_allclose(keras.ops.convert_to_numpy(out), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_banded_conv_equals_the_convolution():
+    # The banded matrix product that conv2d uses on JAX's CPU backend for
+    # few channels, checked on every backend against Keras' convolution:
+    # tiles that do and do not divide the width, wider than the output, and
+    # other kernel sizes and paddings.
+    rng = np.random.default_rng(5)
+    for h, w, c_in, c_out, k, padding in ((9, 8, 5, 4, 3, 1), (7, 5, 3, 16, 3, 1), (8, 8, 2, 3, 5, 2),
+                                          (6, 11, 4, 4, 3, 0), (4, 4, 6, 6, 3, 1)):
+        x = rng.normal(size=(2, h, w, c_in)).astype("float32")
+        kernel = rng.normal(size=(k, k, c_in, c_out)).astype("float32")
+        padded = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+        expected = keras.ops.convert_to_numpy(keras.ops.conv(padded, kernel, padding="valid"))
+        for tile in (1, 3, 8):
+            out = fast_path.banded_conv(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(kernel),
+                                        padding, tile=tile)
+            np.testing.assert_allclose(keras.ops.convert_to_numpy(out), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_conv2d_takes_the_banded_product_only_where_it_was_measured_faster():
+    on_jax_cpu = fast_path._jax_on_cpu()
+    few = np.zeros((3, 3, 6, 6), "float32")
+    assert fast_path._banded_pays(few, 1, False) == on_jax_cpu
+    assert not fast_path._banded_pays(few, 2, False)  # stride 2: XLA's own is faster
+    assert fast_path._banded_pays(np.zeros((3, 3, 3, 32), "float32"), 1, False) == on_jax_cpu
+    assert not fast_path._banded_pays(np.zeros((3, 3, 24, 12), "float32"), 1, False)
+    assert not fast_path._banded_pays(np.zeros((3, 3, 8, 8), "float32"), 1, False)  # XLA's is fast
+    assert not fast_path._banded_pays(np.zeros((3, 3, 6, 1), "float32"), 1, True)
+    assert not fast_path._banded_pays(np.zeros((1, 1, 6, 6), "float32"), 1, False)
+
+
 def test_conv2d_of_no_images_has_the_output_shape():
     # TensorFlow's CPU convolution returns the input's shape for an empty
     # batch, and the bias then failed to add.
