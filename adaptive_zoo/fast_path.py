@@ -673,17 +673,17 @@ def banded_conv(inputs, kernel, padding, tile=8):
     of the `k` input rows' `tile + k - 1` columns (all channels, flattened)
     with a banded (block-Toeplitz) matrix made from the kernel.
 
-    It does about `tile * k / (tile + k - 1)` times the multiply-adds of the
-    convolution, as one well-shaped matrix product. XLA's CPU convolution is
-    slow per FLOP on few channels that are not multiples of 8: at batch 64,
-    3x3, 32x32 (one-off microbenchmarks, `docs/speed_log.md`), 6 to 6
-    channels (MSDNet CIFAR's finest scale) took 2.2-4.5 ms in XLA and
-    1.3-1.6 ms this way (TensorFlow's oneDNN: 1.5 ms), 3 to 16 (MSDNet's
-    stem) 1.7-3.4 against 1.0-1.4 ms, 3 to 32 (DMNN CIFAR's stem) 4.5
-    against 1.5-1.9 ms, 12 to 6 at 16x16 1.0-1.9 against 0.7-0.9 ms. It lost
-    at 8 to 8 (1.3 against 1.6 ms), above `C_in * C_out = 96` (16 to 8: 2.0
-    against 4.5 ms) and at stride 2, hence `_banded_pays`. Zero padding as
-    PyTorch's (`padding` on every side).
+    It does `(tile + k - 1) / k` times the multiply-adds of the convolution
+    (3.3 for a 3x3 one in tiles of 8), as one well-shaped matrix product.
+    XLA's CPU convolution is slow per FLOP on few channels that are not
+    multiples of 8: at batch 64, 3x3, 32x32 (one-off microbenchmarks,
+    `docs/speed_log.md`), 6 to 6 channels (MSDNet CIFAR's finest scale) took
+    2.2-4.5 ms in XLA and 1.3-1.6 ms this way (TensorFlow's oneDNN: 1.5 ms),
+    3 to 16 (MSDNet's stem) 1.7-3.4 against 1.0-1.4 ms, 3 to 32 (DMNN
+    CIFAR's stem) 4.5 against 1.5-1.9 ms, 12 to 6 at 16x16 1.0-1.9 against
+    0.7-0.9 ms. It lost at 8 to 8 (1.3 against 1.6 ms), above `C_in * C_out
+    = 96` (16 to 8: 2.0 against 4.5 ms) and at stride 2, hence
+    `_banded_pays`. Zero padding as PyTorch's (`padding` on every side).
 
     Args:
         inputs: `(batch, H, W, C_in)`.
