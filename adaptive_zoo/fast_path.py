@@ -710,7 +710,8 @@ def banded_conv(inputs, kernel, padding, tile=8):
     for t in range(tile):
         band[np.arange(t, t + k), t, np.arange(k)] = 1.0
     matrix = ops.einsum("utx,yxco->yucto", ops.cast(band, kernel.dtype), kernel)
-    y = ops.matmul(ops.reshape(x, (-1, k * span * c_in)), ops.reshape(matrix, (k * span * c_in, tile * c_out)))
+    depth = k * span * c_in
+    y = ops.matmul(ops.reshape(x, (-1, depth)), ops.reshape(matrix, (depth, tile * c_out)))
     y = ops.reshape(y, (batch, out_h, tiles * tile, c_out))
     return y[:, :, :out_w] if tiles * tile != out_w else y
 

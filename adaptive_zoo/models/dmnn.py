@@ -686,8 +686,9 @@ class DMNN(ZooModel):
 
         For each budget, a bisection on the global threshold until the mean
         executed FLOPs on `data` (held-out images) is within `tolerance` of
-        `budget * full` (`budget.search_gate_threshold`). The result is stored in the model's config (it
-        survives `.keras` saving and loading).
+        `budget * full` (`budget.search_gate_threshold`). The result is
+        stored in the model's config (it survives `.keras` saving and
+        loading).
 
         Args:
             data: images `(N, H, W, C)`, `(images, labels)`, or an iterable
