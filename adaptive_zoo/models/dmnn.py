@@ -19,6 +19,7 @@ The budget contract (DESIGN.md):
   differentiable path (hard straight-through Gumbel samples).
 """
 
+import functools
 import math
 
 import keras
@@ -762,9 +763,9 @@ class DMNN(ZooModel):
             return self._cost_of(gates), ops.argmax(logits, axis=-1)
 
         run = fast_path.compile_inference(cost_fn, self.variables)
-        readings = {}
 
-        def read(tau):
+        @functools.cache
+        def reading(tau):
             spent, right, count, labelled = 0.0, 0, 0, True
             for images, labels in passes():
                 rows = len(images)
@@ -776,11 +777,6 @@ class DMNN(ZooModel):
                 if labelled:
                     right += int(np.sum(ops.convert_to_numpy(classes) == labels))
             return spent / count, (right / count if labelled else float("nan"))
-
-        def reading(tau):
-            if tau not in readings:
-                readings[tau] = read(tau)
-            return readings[tau]
 
         return reading
 
