@@ -224,6 +224,59 @@ def test_concatenate_channels_equals_keras_concatenate():
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(out), expected)
 
 
+def test_concatenating_onto_a_reserved_result_fills_it_in_place():
+    # A dense block grows one feature map layer by layer; with `reserve`,
+    # PyTorch inference writes each new part once into spare channels.
+    rng = np.random.default_rng(5)
+    part = lambda c: keras.ops.convert_to_tensor(  # noqa: E731
+        rng.normal(size=(2, 3, 4, c)).astype("float32"))
+    numpy = keras.ops.convert_to_numpy
+    stem, a, b, c = part(4), part(2), part(3), part(2)
+
+    def grow():
+        first = fast_path.concatenate_channels([stem, a], reserve=5)
+        second = fast_path.concatenate_channels([first, b], reserve=2)
+        third = fast_path.concatenate_channels([second, c])
+        again = fast_path.concatenate_channels([first, c])  # an older prefix: copied
+        return first, second, third, again
+
+    def check(first, second, third, again):
+        np.testing.assert_array_equal(numpy(first), np.concatenate([numpy(stem), numpy(a)], -1))
+        np.testing.assert_array_equal(numpy(second), np.concatenate([numpy(first), numpy(b)], -1))
+        np.testing.assert_array_equal(numpy(third), np.concatenate([numpy(second), numpy(c)], -1))
+        np.testing.assert_array_equal(numpy(again), np.concatenate([numpy(first), numpy(c)], -1))
+
+    check(*grow())
+    if keras.backend.backend() == "torch":
+        import torch
+
+        with torch.no_grad():
+            first, second, third, again = grow()
+        check(first, second, third, again)
+        # One buffer: the second and third results are wider views of it.
+        assert second.data_ptr() == first.data_ptr() == third.data_ptr()
+        assert third.is_contiguous() and not second.is_contiguous()
+        assert again.data_ptr() != first.data_ptr()
+
+
+def test_activate_fresh_equals_the_activation():
+    x = np.linspace(-3.0, 9.0, 24, dtype="float32").reshape(2, 3, 4, 1)
+    for activation, expected in ((None, x), ("relu", np.maximum(x, 0)), ("relu6", np.clip(x, 0, 6))):
+        fresh = keras.ops.convert_to_tensor(x.copy())
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(fast_path.activate_fresh(fresh, activation)), expected)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        fresh = torch.tensor(x)
+        with torch.no_grad():
+            assert fast_path.activate_fresh(fresh, "relu") is fresh  # in place
+        kept = torch.tensor(x, requires_grad=True) * 1.0
+        out = fast_path.activate_fresh(kept, "relu")  # with gradients: a new tensor
+        out.sum().backward()
+        np.testing.assert_array_equal(kept.detach().numpy(), x)
+
+
 def test_native_resize_keeps_the_dtype():
     x = keras.ops.ones((1, 3, 3, 2), dtype="bfloat16")
     out = fast_path.resize_bilinear_aligned(x, (5, 4))

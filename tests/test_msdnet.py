@@ -42,6 +42,28 @@ def test_every_exit_matches_the_authors_pytorch_model(authors):
     assert relative_error(keras.ops.convert_to_numpy(model(x)), logits[-1]) < 1e-4
 
 
+def test_compiled_inference_matches_the_authors_pytorch_model(authors):
+    # The compiled inference paths (on PyTorch: gradients off, so growing
+    # feature maps fill reserved channels in place and activations overwrite
+    # the convolutions' outputs) compute the authors' function too.
+    model, _, x, logits = authors
+    every_exit = model.predict_all_exits(x, verbose=0)
+    for k, theirs in enumerate(logits):
+        assert relative_error(every_exit[k], theirs) < 1e-4, f"exit {k}"
+    assert relative_error(model.predict(x, budget=1.0, verbose=0), logits[-1]) < 1e-4
+
+
+def test_msd_layers_reserve_what_their_block_adds_later():
+    model = adaptive_zoo.MSDNetCIFARAnytime(num_classes=10)
+    # The first block: the stem, then four layers adding 6, 12 and 24
+    # channels per layer on the three scales.
+    assert model._reserves[0] == (None, (18, 36, 72), (12, 24, 48), (6, 12, 24), (0, 0, 0))
+    for block, reserves in zip(model.blocks, model._reserves):
+        layers = [r for r in reserves if r is not None]
+        assert layers and all(spare == 0 for spare in layers[-1])  # a block's output is exact
+        assert len(reserves) == len(block)
+
+
 def test_early_exit_through_every_stage_of_the_authors_model(authors):
     model, _, x, logits = authors
     dense = np.stack(logits)

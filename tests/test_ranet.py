@@ -80,6 +80,11 @@ def test_fixture_parity_every_exit(fixture_data, cifar_model):
     for k, (mine, theirs) in enumerate(zip(ours, logits)):
         error = np.abs(_numpy(mine) - theirs).max() / np.abs(theirs).max()
         assert error < 1e-4, f"exit {k}: relative error {error}"
+    # The compiled inference path too (on PyTorch: gradients off, so each
+    # block's growing features fill reserved channels in place).
+    for k, (mine, theirs) in enumerate(zip(cifar_model.predict_all_exits(images, verbose=0), logits)):
+        error = np.abs(mine - theirs).max() / np.abs(theirs).max()
+        assert error < 1e-4, f"exit {k}, compiled: relative error {error}"
 
 
 def test_cifar_anytime_profile(fixture_data, cifar_model):

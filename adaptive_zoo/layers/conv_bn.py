@@ -159,10 +159,8 @@ class ConvBNAct(Layer):
             if self._explicit_pad:
                 p = self.padding
                 x = ops.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-            x = self.bn(self.conv(x), training=True)
-        else:
-            x = self._folded_conv(inputs)
-        return activate(x, self.activation)
+            return activate(self.bn(self.conv(x), training=True), self.activation)
+        return fast_path.activate_fresh(self._folded_conv(inputs), self.activation)
 
     def _folded_conv(self, x):
         """Inference: BatchNorm folded into the convolution (one pass fewer)."""

@@ -219,14 +219,29 @@ class MSDLayer(Layer):
                 down.build(finer)
             normal.build(same)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, reserve=None):
+        """The layer on each output scale.
+
+        Args:
+            inputs: the feature maps of the input scales, finest first.
+            training: Keras' training flag.
+            reserve: per output scale, channels to leave free after it for
+                the block's next layers to fill in place
+                (`fast_path.concatenate_channels`; PyTorch inference only,
+                the values are the same either way). `None`: none.
+
+        Returns:
+            The feature maps of the output scales, finest first.
+        """
         outputs = []
-        for (finer, same), down, normal in zip(self._pairs(inputs), self.down, self.normal):
+        reserve = reserve or [0] * self.out_scales
+        pairs = zip(self._pairs(inputs), self.down, self.normal, reserve)
+        for (finer, same), down, normal, spare in pairs:
             parts = [same]
             if down is not None:
                 parts.append(down(finer, training=training))
             parts.append(normal(same, training=training))
-            outputs.append(fast_path.concatenate_channels(parts))
+            outputs.append(fast_path.concatenate_channels(parts, reserve=spare))
         return outputs
 
     def compute_output_shape(self, input_shape):
@@ -639,8 +654,11 @@ class RANetBlock(_RANetBlockBase):
     def call(self, inputs, training=None):
         x = self._input(inputs)
         features = [x]
-        for conv in self.convs:
-            x = fast_path.concatenate_channels([x, conv(x, training=training)])
+        for i, conv in enumerate(self.convs):
+            # The later layers' channels are reserved: on PyTorch inference
+            # they fill one buffer in place (the features are its prefixes).
+            reserve = (self.num_layers - 1 - i) * self.growth_rate
+            x = fast_path.concatenate_channels([x, conv(x, training=training)], reserve=reserve)
             features.append(x)
         if self.trans is not None:
             x = self.trans(x, training=training)
@@ -767,11 +785,23 @@ class RANetFusionBlock(_RANetBlockBase):
     def call(self, inputs, training=None):
         x, low = self._split(inputs)
         features = [x]
-        for low_x, up_conv, own_conv in zip(low, self.up_convs, self.own_convs):
+        n, growth = self.num_layers, self.growth_rate
+        dense = x.shape[-1] + n * growth
+        fused = dense + self._last_channels(dense)
+        layers = zip(low, self.up_convs, self.own_convs)
+        for i, (low_x, up_conv, own_conv) in enumerate(layers):
             new = own_conv(x, training=training)
             size = (new.shape[1], new.shape[2])
             up = resize_bilinear_aligned(up_conv(low_x, training=training), size)
-            x = fast_path.concatenate_channels([resize_bilinear_aligned(x, size), up, new])
+            # What later concatenations add onto this result before it is
+            # resized (the last layer of a `down` block resizes its input):
+            # reserved, for PyTorch inference to fill in place.
+            if self.down and i < n - 1:
+                reserve = (n - 2 - i) * growth
+            else:
+                reserve = fused - (x.shape[-1] + growth)
+            x = fast_path.concatenate_channels([resize_bilinear_aligned(x, size), up, new],
+                                               reserve=reserve)
             features.append(x)
         size = (x.shape[1], x.shape[2])
         extra = resize_bilinear_aligned(self.last(low[-1], training=training), size)

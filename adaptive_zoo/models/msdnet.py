@@ -25,6 +25,7 @@ __all__ = [
     "MSDNetImageNet",
     "MSDNetTiny",
     "msdnet_layer_plan",
+    "msdnet_reserves",
 ]
 
 
@@ -63,6 +64,49 @@ def msdnet_layer_plan(n_blocks, step_mode, step, base, n_scales, prune="max", re
                 block.append(("transition", out_scales))
         plan.append(block)
     return plan
+
+
+def msdnet_reserves(blocks, input_shape):
+    """What each MSD layer's output on each scale will still grow by in its
+    block: the channels that the block's later MSD layers concatenate onto
+    it before a transition or the block's end (`MSDLayer.call`'s `reserve`,
+    so that on PyTorch they fill a buffer in place instead of copying the
+    growing feature map at every layer; a block's output is then exactly as
+    wide as its buffer).
+
+    Args:
+        blocks: lists of layers (`MSDStem`, `MSDLayer`, `MSDTransition`).
+        input_shape: the image batch's shape, `(None, H, W, C)`.
+
+    Returns:
+        Per block, per layer: a tuple of channels per output scale of an MSD
+        layer, `None` for any other layer.
+    """
+    shapes, result = input_shape, []
+    for block in blocks:
+        widths = []  # per layer: {scale: channels out} of an MSD layer, else None
+        for layer in block:
+            shapes = layer.compute_output_shape(shapes)
+            if isinstance(layer, MSDLayer):
+                widths.append({layer.offset + j: shape[-1] for j, shape in enumerate(shapes)})
+            else:
+                widths.append(None)
+        reserves = []
+        for i, own in enumerate(widths):
+            if own is None:
+                reserves.append(None)
+                continue
+            spare = []
+            for scale, channels in sorted(own.items()):
+                last = channels
+                for later in widths[i + 1:]:
+                    if later is None or scale not in later:
+                        break
+                    last = later[scale]
+                spare.append(last - channels)
+            reserves.append(tuple(spare))
+        result.append(tuple(reserves))
+    return tuple(result)
 
 
 @keras.saving.register_keras_serializable(package="adaptive_zoo")
@@ -162,6 +206,7 @@ class MSDNet(MultiExitModel):
                     n_in = n_out
             self.blocks.append(block)
             self.heads.append(MultiScaleDenseExit(num_classes, width=head_width, name=f"exit{i}"))
+        self._reserves = msdnet_reserves(self.blocks, (None,) + self.image_shape)
         self.build()
         weights_lib.load_weights(self, weights, family="msdnet")
 
@@ -170,8 +215,11 @@ class MSDNet(MultiExitModel):
         return len(self.blocks)
 
     def _stage(self, k, state, training=None):
-        for layer in self.blocks[k]:
-            state = layer(state, training=training)
+        for layer, reserve in zip(self.blocks[k], self._reserves[k]):
+            if reserve is None:
+                state = layer(state, training=training)
+            else:
+                state = layer(state, training=training, reserve=reserve)
         return state
 
     def _exit(self, k, state, training=None):
