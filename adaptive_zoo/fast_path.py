@@ -818,8 +818,16 @@ def may_call_directly(layer, args, kwargs):
 
     if torch.is_grad_enabled() or not layer.built or layer.compute_dtype != "float32":
         return False
+    tensor = torch.Tensor
+    # The usual arguments first, without Keras' tree functions: tensors, or
+    # flat lists of tensors (MSDNet's scales). The seven stages of a CIFAR
+    # MSDNet at batch 1 went from 12.6 to 11.2 ms (one-off timing).
+    if args and all(isinstance(a, tensor) or (type(a) in (list, tuple) and a
+                                                 and all(isinstance(t, tensor) for t in a))
+                    for a in args):
+        return True
     leaves = tree.flatten(args)
-    return bool(leaves) and all(isinstance(a, torch.Tensor) for a in leaves)
+    return bool(leaves) and all(isinstance(a, tensor) for a in leaves)
 
 
 _MEMO = weakref.WeakKeyDictionary()

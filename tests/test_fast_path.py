@@ -349,6 +349,15 @@ def test_direct_calls_only_for_explicit_torch_inference_without_gradients():
         assert not fast_path.may_call_directly(layer, (x,), {})  # training unknown
         assert not fast_path.may_call_directly(layer, (x,), {"training": True})
         assert not fast_path.may_call_directly(layer, (np.ones((2, 5, 5, 3)),), {"training": False})
+        # Lists of tensors (MSDNet's scales), nested too; a NumPy array or
+        # nothing anywhere among them goes through Keras.
+        inference = {"training": False}
+        assert fast_path.may_call_directly(layer, ([x, x],), inference)
+        assert fast_path.may_call_directly(layer, ([x, (x, [x])],), inference)
+        assert not fast_path.may_call_directly(layer, ([x, np.ones(2)],), inference)
+        assert not fast_path.may_call_directly(layer, ([x, [np.ones(2)]],), inference)
+        assert not fast_path.may_call_directly(layer, ([],), inference)
+        assert not fast_path.may_call_directly(layer, (), inference)
         direct = layer(x, training=False)
     assert not fast_path.may_call_directly(layer, (x,), {"training": False})  # gradients on
     np.testing.assert_allclose(keras.ops.convert_to_numpy(direct),
