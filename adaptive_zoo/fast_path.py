@@ -633,9 +633,9 @@ def _torch_concatenate(parts, reserve):
     for p in parts:
         buffer[..., start:start + p.shape[-1]] = p
         start += p.shape[-1]
+    buffer._az_filled = total  # also when full: no narrower prefix may write here again
     if total == buffer.shape[-1]:
         return buffer  # full: nothing to extend in place
-    buffer._az_filled = total
     out = buffer[..., :total]
     out._az_buffer = buffer
     return out

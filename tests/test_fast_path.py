@@ -238,21 +238,27 @@ def test_concatenating_onto_a_reserved_result_fills_it_in_place():
         second = fast_path.concatenate_channels([first, b], reserve=2)
         third = fast_path.concatenate_channels([second, c])
         again = fast_path.concatenate_channels([first, c])  # an older prefix: copied
-        return first, second, third, again
+        # The prefix that filled the buffer, extended again: copied too (the
+        # buffer is full, and its last channels are `third`'s).
+        other = fast_path.concatenate_channels([second, b[..., :2]])
+        return first, second, third, again, other
 
-    def check(first, second, third, again):
+    def check(first, second, third, again, other):
         np.testing.assert_array_equal(numpy(first), np.concatenate([numpy(stem), numpy(a)], -1))
         np.testing.assert_array_equal(numpy(second), np.concatenate([numpy(first), numpy(b)], -1))
         np.testing.assert_array_equal(numpy(third), np.concatenate([numpy(second), numpy(c)], -1))
         np.testing.assert_array_equal(numpy(again), np.concatenate([numpy(first), numpy(c)], -1))
+        np.testing.assert_array_equal(numpy(other),
+                                      np.concatenate([numpy(second), numpy(b)[..., :2]], -1))
 
     check(*grow())
     if keras.backend.backend() == "torch":
         import torch
 
         with torch.no_grad():
-            first, second, third, again = grow()
-        check(first, second, third, again)
+            first, second, third, again, other = grow()
+        check(first, second, third, again, other)
+        assert other.data_ptr() != first.data_ptr()
         # One buffer: the second and third results are wider views of it.
         assert second.data_ptr() == first.data_ptr() == third.data_ptr()
         assert third.is_contiguous() and not second.is_contiguous()
