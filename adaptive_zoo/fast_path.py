@@ -18,7 +18,8 @@ Plus backend-native primitives where `keras.ops` measured slow:
 `scatter_add_rows` (the scatter-add of the gated sub-blocks' results), on
 TensorFlow `take_rows` (an eager gather of rows), `conv2d` (the inference
 convolution: on PyTorch without layout copies, on JAX's CPU backend 1x1
-convolutions as matrix products), `resize_bilinear_aligned` (TensorFlow's and
+convolutions as matrix products), `max_pool` (PyTorch's padded max-pool
+without a padded copy), `resize_bilinear_aligned` (TensorFlow's and
 PyTorch's own corner-aligned resize), `concatenate_channels` (on PyTorch
 in inference, into one preallocated output with room for the channels that
 later layers add) and `activate_fresh` (on PyTorch in inference, the
@@ -51,6 +52,7 @@ __all__ = [
     "gathering",
     "is_every_row",
     "is_traced",
+    "max_pool",
     "may_call_directly",
     "memoized",
     "scatter_add_rows",
@@ -506,7 +508,9 @@ def conv2d(inputs, kernel, bias, strides=1, padding=0, depthwise=False):
     CIFAR MSDNet went from about 300 to 190-225 ms per batch of 64; a
     stride-1 convolution of few channels (`C_in * C_out <= 96`, e.g. MSDNet
     CIFAR's 3x3 convolutions of 6 to 6 channels at 32x32) is a banded matrix
-    product (`banded_conv`, about twice as fast as XLA's there). Elsewhere
+    product (`banded_conv`, about twice as fast as XLA's there); and an RGB
+    input convolved to 17-47 channels (MSDNet ImageNet's 7x7 stem to 32) gets
+    a fourth, zero input channel (`_fourth_channel_pays`). Elsewhere
     `keras.ops` (a native TensorFlow version measured no faster; TensorFlow
     and PyTorch measured no gain from the matrix product), with `"same"`
     padding at stride 1 (equal to the symmetric padding for odd kernels,
@@ -550,6 +554,9 @@ def conv2d(inputs, kernel, bias, strides=1, padding=0, depthwise=False):
         return ops.matmul(inputs, ops.reshape(kernel, kernel.shape[2:])) + bias
     if _banded_pays(kernel, strides, depthwise):
         return banded_conv(inputs, kernel, padding) + bias
+    if _fourth_channel_pays(kernel, depthwise):
+        inputs = ops.pad(inputs, ((0, 0), (0, 0), (0, 0), (0, 1)))
+        kernel = ops.pad(kernel, ((0, 0), (0, 0), (0, 1), (0, 0)))
     if strides == 1 and 2 * padding == kernel.shape[0] - 1:
         mode = "same"  # the same symmetric padding, without a padded copy
     else:
@@ -668,6 +675,45 @@ def activate_fresh(x, activation):
     return ops.relu(x) if activation == "relu" else ops.relu6(x)
 
 
+def max_pool(inputs, pool_size, strides, padding):
+    """Max-pool of NHWC `inputs` with PyTorch's symmetric padding: `padding`
+    rows and columns on every side that never win the max.
+
+    PyTorch: native `max_pool2d` on a channels-last view; JAX: one
+    `lax.reduce_window` with the padding; TensorFlow: a pad with -inf, then
+    `keras.ops.max_pool`. The 3x3 stride-2 pool of MSDNet ImageNet's stem
+    (64 x 112 x 112 x 32) took 182 ms on PyTorch and 45 ms on JAX as a zero
+    pad then `keras.ops.max_pool`, against 19 and 16 ms this way (one-off
+    timings, not in the repo): Keras' PyTorch pool copies the input to
+    channels-first memory and back.
+
+    Args:
+        inputs: `(batch, H, W, C)`.
+        pool_size: int, square window.
+        strides: int.
+        padding: rows/columns added on every side.
+
+    Returns:
+        `(batch, H', W', C)`, `H' = (H + 2 * padding - pool_size) // strides + 1`.
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch.nn.functional as F
+
+        y = F.max_pool2d(inputs.permute(0, 3, 1, 2), pool_size, strides, padding)
+        return y.permute(0, 2, 3, 1)
+    pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+    if backend == "jax":
+        from jax import lax
+
+        # A Python -inf lets JAX see a max-pool (one it can differentiate).
+        window, steps = (1, pool_size, pool_size, 1), (1, strides, strides, 1)
+        return lax.reduce_window(inputs, -np.inf, lax.max, window, steps, pads)
+    if padding:
+        inputs = ops.pad(inputs, pads, constant_values=float("-inf"))
+    return ops.max_pool(inputs, pool_size, strides=strides, padding="valid")
+
+
 def resize_bilinear_aligned(images, size):
     """Each backend's native bilinear resize with corner alignment, or None
     where there is none (JAX): then `layers.resize_bilinear_aligned` applies
@@ -732,6 +778,24 @@ def _banded_pays(kernel, strides, depthwise):
     if depthwise or strides != 1 or k == 1 or c_in * c_out > _BANDED_MAX_CHANNEL_PRODUCT:
         return False
     if c_in % 8 == 0 and c_out % 8 == 0:
+        return False
+    return _jax_on_cpu()
+
+
+def _fourth_channel_pays(kernel, depthwise):
+    """Whether `conv2d` pads a 3-channel input with a zero fourth channel
+    (and the kernel with zeros to match): on JAX's CPU backend, a
+    non-depthwise convolution of 3 input channels to 17-47 output channels.
+
+    XLA's CPU convolution is several times slower there than with 4 input
+    channels, the same sum. One-off timings (not in the repo; the log has
+    them), 3 against 4 input channels: 7x7 stride 2 at 224x224 to 32
+    channels (MSDNet ImageNet's stem), batch 64, 302-307 against 120-126 ms;
+    batch 16: to 24 channels 200 against 25, to 32 75 against 31, to 16 12
+    against 19 (slower), to 48-128 within 15% either way; 3x3 at stride 1 and
+    2 alike.
+    """
+    if depthwise or kernel.shape[2] != 3 or not 16 < kernel.shape[3] < 48:
         return False
     return _jax_on_cpu()
 

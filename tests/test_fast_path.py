@@ -175,6 +175,71 @@ def test_conv2d_takes_the_banded_product_only_where_it_was_measured_faster():
     assert not fast_path._banded_pays(np.zeros((1, 1, 6, 6), "float32"), 1, False)
 
 
+def test_conv2d_of_rgb_to_few_channels_equals_the_convolution():
+    # On JAX's CPU backend these get a zero fourth input channel; the sum is
+    # the same.
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2, 15, 13, 3)).astype("float32")
+    for k, strides, c_out in ((7, 2, 32), (3, 1, 24), (3, 2, 17), (3, 1, 16)):
+        kernel = rng.normal(size=(k, k, 3, c_out)).astype("float32")
+        bias = rng.normal(size=(c_out,)).astype("float32")
+        p = k // 2
+        padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+        expected = keras.ops.convert_to_numpy(
+            keras.ops.conv(padded, kernel, strides=strides, padding="valid")) + bias
+        out = fast_path.conv2d(*(keras.ops.convert_to_tensor(a) for a in (x, kernel, bias)),
+                               strides=strides, padding=p)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(out), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_conv2d_pads_rgb_to_four_channels_only_where_it_was_measured_faster():
+    on_jax_cpu = fast_path._jax_on_cpu()
+    assert fast_path._fourth_channel_pays(np.zeros((7, 7, 3, 32), "float32"), False) == on_jax_cpu
+    assert fast_path._fourth_channel_pays(np.zeros((3, 3, 3, 24), "float32"), False) == on_jax_cpu
+    assert not fast_path._fourth_channel_pays(np.zeros((7, 7, 3, 16), "float32"), False)
+    assert not fast_path._fourth_channel_pays(np.zeros((7, 7, 3, 64), "float32"), False)
+    assert not fast_path._fourth_channel_pays(np.zeros((3, 3, 4, 32), "float32"), False)
+    assert not fast_path._fourth_channel_pays(np.zeros((3, 3, 3, 1), "float32"), True)
+
+
+def _max_pool_reference(x, size, strides, padding):
+    padded = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)),
+                    constant_values=-np.inf)
+    h = (x.shape[1] + 2 * padding - size) // strides + 1
+    w = (x.shape[2] + 2 * padding - size) // strides + 1
+    out = np.full((x.shape[0], h, w, x.shape[3]), -np.inf, x.dtype)
+    for dy in range(size):
+        for dx in range(size):
+            out = np.maximum(out, padded[:, dy:dy + strides * h:strides, dx:dx + strides * w:strides])
+    return out
+
+
+def test_max_pool_pads_like_pytorch():
+    # Padded cells never win, also where every input is negative (a zero
+    # padding would have).
+    rng = np.random.default_rng(7)
+    for shape, size, strides, padding in (((2, 9, 8, 3), 3, 2, 1), ((1, 6, 6, 2), 3, 2, 1),
+                                          ((2, 7, 5, 4), 2, 2, 0), ((1, 5, 5, 1), 3, 1, 1)):
+        x = rng.normal(size=shape).astype("float32") - 5.0
+        out = fast_path.max_pool(keras.ops.convert_to_tensor(x), size, strides, padding)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(out),
+                                      _max_pool_reference(x, size, strides, padding))
+
+
+def test_max_pool_trains_and_keeps_the_dtype():
+    x = keras.ops.convert_to_tensor(np.arange(2 * 6 * 6 * 3, dtype="float32").reshape(2, 6, 6, 3))
+    out = fast_path.max_pool(keras.ops.cast(x, "float16"), 3, 2, 1)
+    assert keras.backend.standardize_dtype(out.dtype) == "float16"
+    layer = keras.layers.Lambda(lambda t: fast_path.max_pool(t, 3, 2, 1))
+    model = keras.Sequential([keras.Input((6, 6, 3)), keras.layers.Conv2D(2, 1), layer,
+                              keras.layers.Flatten(), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    before = [keras.ops.convert_to_numpy(w) for w in model.layers[0].weights]
+    model.fit(x, np.ones((2, 1), "float32"), epochs=1, verbose=0)
+    after = [keras.ops.convert_to_numpy(w) for w in model.layers[0].weights]
+    assert any(not np.allclose(a, b) for a, b in zip(before, after))
+
+
 def test_conv2d_of_no_images_has_the_output_shape():
     # TensorFlow's CPU convolution returns the input's shape for an empty
     # batch, and the bias then failed to add.

@@ -70,10 +70,7 @@ class MSDStem(Layer):
         for i, conv in enumerate(self.convs):
             x = conv(x, training=training)
             if i == 0 and self.imagenet_stem:
-                # Inputs are >= 0 after the ReLU, so zero padding equals
-                # PyTorch's -inf padding for the max.
-                x = ops.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-                x = ops.max_pool(x, 3, strides=2, padding="valid")
+                x = fast_path.max_pool(x, 3, strides=2, padding=1)
             outputs.append(x)
         return outputs
 
@@ -542,9 +539,7 @@ class RANetStem(Layer):
         for i, conv in enumerate(self.convs):
             x = conv(x, training=training)
             if i == 0 and self.imagenet_stem:
-                # After the ReLU, zero padding equals PyTorch's -inf padding.
-                x = ops.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-                x = ops.max_pool(x, 3, strides=2, padding="valid")
+                x = fast_path.max_pool(x, 3, strides=2, padding=1)
             outputs.append(x)
         return outputs[::-1]
 

@@ -928,12 +928,10 @@ class DMNNResNet(DMNN):
 
 @keras.saving.register_keras_serializable(package="adaptive_zoo")
 class MaxPool3x3(keras.layers.Layer):
-    """3x3 stride-2 max-pool with PyTorch's padding 1 (inputs are post-ReLU,
-    so zero padding equals PyTorch's -inf padding)."""
+    """3x3 stride-2 max-pool with PyTorch's padding 1 (`fast_path.max_pool`)."""
 
     def call(self, inputs):
-        x = ops.pad(inputs, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        return ops.max_pool(x, 3, strides=2, padding="valid")
+        return fast_path.max_pool(inputs, 3, strides=2, padding=1)
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape
