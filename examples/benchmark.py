@@ -16,6 +16,7 @@ rounds, each of which times every budget in turn):
     KERAS_BACKEND=torch python examples/benchmark.py --model cifar_anytime --repeats 10
     KERAS_BACKEND=tensorflow python examples/benchmark.py --stage-batches 64,4,1
     KERAS_BACKEND=torch python examples/benchmark.py --model ranet_cifar_anytime
+    KERAS_BACKEND=jax python examples/benchmark.py --model imagenet_step4 --batches 4
     KERAS_BACKEND=torch python examples/benchmark.py --model ranet_imagenet --state
 
 It also prints how many samples leave at each exit per budget, and with

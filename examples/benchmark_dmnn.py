@@ -8,9 +8,9 @@ Run once per backend:
 
 The default model is a CIFAR-style DMNN-50 (N=2) at 32x32 with half the
 ResNet-50 widths (`base_width=32`), so the script runs in a few minutes on 2 CPU
-cores; `--model imagenet` times the full DMNN-50 (N=2) at 224x224 instead (for
-an accelerator). Weights are random, the uncalibrated top-k rule sets the cost
-exactly.
+cores; `--model imagenet` times the full DMNN-50 (N=2) at 224x224 instead
+(about two minutes per backend with `--repeats 3` there). Weights are random,
+the uncalibrated top-k rule sets the cost exactly.
 
 For each budget `b`: the adaptive path (`model.predict(x, budget=b)`, every
 piece compiled by `fast_path.compile_inference`, the sub-blocks run only on
