@@ -259,6 +259,16 @@ def test_accuracy_at_target_matches_all_gates_on(trained):
     assert at_t >= trained_all_on - 0.02, (at_t, trained_all_on)
 
 
+def test_calibration_refuses_labels_it_cannot_score(tiny):
+    # Labels are optional here, but those given are scored: out of range is
+    # an error, not an accuracy of zero.
+    x = np.random.default_rng(0).normal(size=(8,) + tiny.image_shape).astype("float32")
+    before = tiny.calibration
+    with pytest.raises(ValueError, match=rf"labels must be class ids in \[0, {tiny.num_classes}\)"):
+        tiny.calibrate((x, np.full(8, tiny.num_classes)), budgets=[1.0], verbose=0)
+    assert tiny.calibration is before
+
+
 def test_calibrated_budgets_survive_saving(trained, tmp_path):
     model = trained["model"]
     _, (x, _) = _digits()

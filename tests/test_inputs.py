@@ -68,6 +68,24 @@ def test_held_out_batches_split_arrays_and_pass_batches_through():
         list(held_out_batches([(x[:3], y[:2])]))
 
 
+def test_held_out_labels_are_checked_before_their_batch_is_read():
+    x, y = np.zeros((5, 2, 2, 1), "float32"), np.array([0, 1, 2, 3, 7])
+
+    def check(labels):
+        if np.max(labels) > 3:
+            raise ValueError("label too large")
+
+    # Arrays: all labels at once, before any batch.
+    with pytest.raises(ValueError, match="too large"):
+        next(held_out_batches((x, y), batch_size=2, check_labels=check))
+    # An iterable: each batch's labels as the batch comes, before it is handed on.
+    batches = held_out_batches([(x[:3], y[:3]), (x[3:], y[3:])], check_labels=check)
+    assert len(next(batches)[0]) == 3
+    with pytest.raises(ValueError, match="too large"):
+        next(batches)
+    assert len(list(held_out_batches((x, y), check_labels=None))) == 1
+
+
 @pytest.mark.parametrize("data, message", [
     ((np.ones((2, 2, 2, 1)), None), r"needs labels: pass \(images, labels\)\.$"),
     (np.ones((2, 2, 2, 1)), "not images alone"),

@@ -146,6 +146,23 @@ def test_calibration_reads_a_one_pass_stream_of_batches(tiny):
     tiny.calibration = None
 
 
+def test_calibration_refuses_labels_it_cannot_score_and_keeps_its_thresholds(tiny):
+    # Calibration scores each exit's argmax against the labels: labels past
+    # the last class (CIFAR-100's on a 10-class model) would give a curve of
+    # zero accuracies without a word.
+    x, y = images(40, seed=5), np.random.default_rng(6).integers(0, 10, 40)
+    kept = tiny.calibrate((x, y), budgets=[0.8, 1.0])
+    with pytest.raises(ValueError, match=r"10 classes.*\[0, 10\).*from 10 to 99"):
+        tiny.calibrate((x, np.where(y > 5, 99, 10)), budgets=[0.8, 1.0])
+    with pytest.raises(ValueError, match="one-hot"):
+        tiny.calibrate((x, np.eye(10)[y]), budgets=[0.8, 1.0])
+    stream = [(x[:20], y[:20]), (x[20:], y[20:] - 1.5)]
+    with pytest.raises(ValueError, match="not whole numbers"):
+        tiny.calibrate(stream, budgets=[0.8, 1.0])
+    assert tiny.calibration is kept
+    tiny.calibration = None
+
+
 def test_calibrated_early_exit_equals_the_dense_simulation(tiny):
     x, y = images(120, seed=1), np.random.default_rng(2).integers(0, 10, 120)
     calibration = tiny.calibrate((x, y), budgets=[0.6, 0.8, 1.0])

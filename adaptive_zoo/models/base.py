@@ -300,6 +300,15 @@ class ZooModel(keras.Model):
         """The shape of one image's label: `()`, one class id per image."""
         return ()
 
+    def _check_labels(self, labels):
+        """`calibrate`'s check of held-out labels: one class id in
+        `[0, num_classes)` per image (`check_class_labels`). Calibration
+        scores the exits' argmax against them, so labels past the last
+        class, or one-hot ones, would give a curve of wrong accuracies
+        without an error."""
+        check_class_labels(self.name, self.num_classes, labels, label_shape=self._label_shape(),
+                           loss_hints=False)
+
     def _get_jax_state(self, *args, **kwargs):
         if kwargs.get("purge_model_variables"):
             optimizer = getattr(self, "optimizer", None)

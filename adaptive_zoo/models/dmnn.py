@@ -724,7 +724,8 @@ class DMNN(ZooModel):
         if self.static:
             raise ValueError("A static DMNN (sub_blocks=1) has no gates to calibrate.")
         size = positive_batch_size(batch_size, 64)
-        passes = held_out_passes(data, labels_required=False, batch_size=size, verbose=verbose)
+        passes = held_out_passes(data, labels_required=False, batch_size=size, verbose=verbose,
+                                 check_labels=self._check_labels)
         full = self.full_flops()
         if budgets is None:
             low = min(1.0, self.cheapest_budget() + 0.05)

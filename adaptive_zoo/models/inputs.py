@@ -61,7 +61,7 @@ def check_image_batch(name, image_shape, inputs):
             )
 
 
-def check_class_labels(name, num_classes, labels, ignore_class=None, label_shape=()):
+def check_class_labels(name, num_classes, labels, ignore_class=None, label_shape=(), loss_hints=True):
     """Raise a `ValueError` naming the problem unless `labels` are what
     sparse cross-entropy takes: one class id in `[0, num_classes)` (or
     `ignore_class`) per image, or per pixel, an integer or a float with an
@@ -80,12 +80,18 @@ def check_class_labels(name, num_classes, labels, ignore_class=None, label_shape
         ignore_class: a label value the loss ignores, or `None`.
         label_shape: the label's shape for one image: `()`, or `(H, W)`
             for segmentation.
+        loss_hints: whether the messages name the loss to compile for
+            one-hot or soft labels (not for `calibrate`, which scores class
+            ids whatever the loss).
     """
     values = np.asarray(ops.convert_to_numpy(labels))
-    check_label_spec(name, num_classes, labels.shape, values.dtype, label_shape)
+    check_label_spec(name, num_classes, labels.shape, values.dtype, label_shape, loss_hints=loss_hints)
     if values.size == 0:
         return
     if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values) & (values == np.round(values))):
+        if not loss_hints:
+            raise ValueError(f"{name} takes integer class ids as labels; got labels that are not "
+                             f"whole numbers (dtype {values.dtype}).")
         raise ValueError(
             f"{name} takes integer class ids as labels (the default loss, sparse cross-entropy); got "
             f"labels that are not whole numbers (dtype {values.dtype}). For soft labels, compile "
@@ -99,12 +105,14 @@ def check_class_labels(name, num_classes, labels, ignore_class=None, label_shape
                          f"outside, from {bad.min():g} to {bad.max():g}.")
 
 
-def check_label_spec(name, num_classes, shape, dtype, label_shape=(), dtype_name=None):
+def check_label_spec(name, num_classes, shape, dtype, label_shape=(), dtype_name=None,
+                     loss_hints=True):
     """Raise a `ValueError` unless a batch of labels of `shape` and `dtype`
     (a NumPy dtype; `dtype_name` the name to show, if another) can hold one
     class id per image (`label_shape` `()`) or per pixel (`(H, W)`):
     integers or floats, with an optional trailing axis of 1; unknown
-    (`None`) sizes match any, an unknown rank (`shape` `None`) too."""
+    (`None`) sizes match any, an unknown rank (`shape` `None`) too.
+    `loss_hints`: as in `check_class_labels`."""
     if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
         raise ValueError(f"{name} takes integer class ids as labels; got labels of dtype "
                          f"{dtype_name or np.dtype(dtype)}.")
@@ -119,8 +127,9 @@ def check_label_spec(name, num_classes, shape, dtype, label_shape=(), dtype_name
     if not (matches(want) or matches(want + (1,))):
         hint = ""
         if matches(want + (num_classes,)):
-            hint = (" These look one-hot: pass the class ids (argmax), or compile with "
-                    "loss=keras.losses.CategoricalCrossentropy(from_logits=True).")
+            hint = " These look one-hot: pass the class ids (argmax)" + (
+                ", or compile with loss=keras.losses.CategoricalCrossentropy(from_logits=True)."
+                if loss_hints else ".")
         raise ValueError(
             f"{name} takes one class id per {'pixel' if want else 'image'} as labels, shape "
             f"(batch, {', '.join(map(str, want + (1,)))}) or (batch{''.join(f', {d}' for d in want)}); "
@@ -391,7 +400,7 @@ def image_batches(x, batch_size):
         yield item if hasattr(item, "shape") else ops.convert_to_numpy(item)
 
 
-def held_out_batches(data, labels_required=True, batch_size=None, verbose=0):
+def held_out_batches(data, labels_required=True, batch_size=None, verbose=0, check_labels=None):
     """`calibrate`'s held-out data, one batch at a time, as NumPy
     `(images, labels)` pairs (`labels` None where the data has none).
 
@@ -410,19 +419,27 @@ def held_out_batches(data, labels_required=True, batch_size=None, verbose=0):
         batch_size: rows per batch for arrays (None: all of them at once).
         verbose: Keras' progress bar over the batches, as in `predict`
             (`"auto"` or 1, 2, or 0 for none).
+        check_labels: `None`, or a function that raises a `ValueError` for
+            labels the model cannot score (`check_class_labels` bound to the
+            model): called on all of an array's labels before any batch is
+            read, else on each batch's as it comes.
 
     Yields:
         `(images, labels)` of each non-empty batch.
 
     Raises:
         ValueError: for missing labels (if required), no data, dict batches,
-            or a label count other than the image count.
+            a label count other than the image count, or labels that
+            `check_labels` refuses.
     """
     images = data
     if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
         images = data[0]
         if data[1] is None and labels_required:
             raise ValueError("Calibration needs labels: pass (images, labels).")
+        if data[1] is not None and check_labels is not None:
+            check_labels(data[1])
+            check_labels = None  # all of them are checked
         pairs = _array_batches(*data, batch_size)
     elif hasattr(data, "shape"):
         if labels_required:
@@ -434,16 +451,20 @@ def held_out_batches(data, labels_required=True, batch_size=None, verbose=0):
         rows = batch_size or max(int(images.shape[0]), 1)
     else:
         rows = 1  # an iterable of batches: `_progress_bar` counts them where it can
-    return _counted(_numpy_pairs(pairs), _progress_bar(images, rows, None, verbose))
+    return _counted(_numpy_pairs(pairs, check_labels), _progress_bar(images, rows, None, verbose))
 
 
-def _numpy_pairs(pairs):
-    """`(images, labels)` batches as NumPy, the empty ones left out."""
+def _numpy_pairs(pairs, check_labels=None):
+    """`(images, labels)` batches as NumPy, the empty ones left out, each
+    batch's labels checked by `check_labels` (if not None)."""
     empty = True
     for x, y in pairs:
         x = np.asarray(ops.convert_to_numpy(x))
         if y is not None:
-            y = np.asarray(ops.convert_to_numpy(y)).reshape(-1)
+            y = np.asarray(ops.convert_to_numpy(y))
+            if check_labels is not None:
+                check_labels(y)
+            y = y.reshape(-1)
             if len(y) != len(x):
                 raise ValueError(f"Calibration data has {len(x)} images but {len(y)} labels.")
         if len(x):
@@ -484,9 +505,10 @@ def held_out_arrays(data, labels_required=True):
     return images, np.concatenate([y for _, y in pairs])
 
 
-def held_out_passes(data, labels_required=True, batch_size=None, verbose=0):
+def held_out_passes(data, labels_required=True, batch_size=None, verbose=0, check_labels=None):
     """A function that reads `data` once more at each call, as
-    `held_out_batches(data, labels_required, batch_size, verbose)` does, for the
+    `held_out_batches(data, labels_required, batch_size, verbose,
+    check_labels)` does, for the
     calibrations that go over the held-out data many times (DMNN's).
 
     Arrays are sliced, and data that can be iterated again (a
@@ -502,4 +524,4 @@ def held_out_passes(data, labels_required=True, batch_size=None, verbose=0):
     if isinstance(data, collections.abc.Iterator):
         images, labels = held_out_arrays(data, labels_required)
         data = images if labels is None else (images, labels)
-    return lambda: held_out_batches(data, labels_required, batch_size, verbose)
+    return lambda: held_out_batches(data, labels_required, batch_size, verbose, check_labels)

@@ -467,7 +467,7 @@ class MultiExitModel(ZooModel):
         # at every exit are kept.
         confidences, correct = [], []
         for images, labels in held_out_batches(data, batch_size=positive_batch_size(batch_size, 64),
-                                               verbose=verbose):
+                                               verbose=verbose, check_labels=self._check_labels):
             logits = self.predict_all_exits(images, batch_size=len(images), verbose=0)
             shifted = logits - logits.max(axis=-1, keepdims=True)
             probs = np.exp(shifted)
