@@ -9,7 +9,8 @@ Run once per backend:
 The default model is a CIFAR-style DMNN-50 (N=2) at 32x32 with half the
 ResNet-50 widths (`base_width=32`), so the script runs in a few minutes on 2 CPU
 cores; `--model imagenet` times the full DMNN-50 (N=2) at 224x224 instead
-(about two minutes per backend with `--repeats 3` there). Weights are random,
+(about two minutes per backend with `--repeats 3` there), `--model
+mobilenetv2` the CIFAR-style DMNN-MobileNetV2 (N=2, 100 classes). Weights are random,
 the uncalibrated top-k rule sets the cost exactly.
 
 For each budget `b`: the adaptive path (`model.predict(x, budget=b)`, every
@@ -37,8 +38,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--model", default="cifar", choices=["cifar", "imagenet"],
-                        help="cifar: DMNN50CIFAR at 32x32; imagenet: DMNN50 at 224x224")
+    parser.add_argument("--model", default="cifar", choices=["cifar", "imagenet", "mobilenetv2"],
+                        help="cifar: DMNN50CIFAR at 32x32; imagenet: DMNN50 at 224x224; "
+                             "mobilenetv2: DMNNMobileNetV2CIFAR at 32x32")
     parser.add_argument("--base-width", type=int, default=32,
                         help="first stage's width of the cifar model (ResNet-50: 64)")
     parser.add_argument("--budgets", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
@@ -47,6 +49,8 @@ def main():
     keras.utils.set_random_seed(0)
     if args.model == "imagenet":
         model = az.DMNN50(sub_blocks=2, target_rate=0.5)
+    elif args.model == "mobilenetv2":
+        model = az.DMNNMobileNetV2CIFAR(sub_blocks=2, target_rate=0.5, num_classes=100)
     else:
         model = az.DMNN50CIFAR(sub_blocks=2, target_rate=0.5, num_classes=100,
                                base_width=args.base_width)

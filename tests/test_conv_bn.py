@@ -48,3 +48,37 @@ def test_folded_inference_under_mixed_precision(depthwise):
     want = keras.ops.convert_to_numpy(reference(x, training=False))
     got = keras.ops.convert_to_numpy(keras.ops.cast(got, "float32"))
     assert np.abs(got - want).max() <= 0.02 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("depthwise", [False, True])
+@pytest.mark.parametrize("strides", [1, 2])
+def test_training_convolution_equals_the_keras_layer(depthwise, strides):
+    # Training runs Keras' convolution layer, or for a depthwise one
+    # `fast_path.depthwise_conv` on its kernel (on JAX's CPU backend a sum of
+    # shifted copies): the same outputs, batch statistics included.
+    rng = np.random.default_rng(2)
+    layer = ConvBNAct(8, kernel_size=3, strides=strides, depthwise=depthwise, use_bias=True)
+    x = rng.random((2, 9, 9, 8), dtype=np.float32)
+    layer.build(x.shape)
+    layer.conv.bias.assign(rng.normal(size=(8,)).astype("float32"))
+    conv_input = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)]) if strides > 1 else x
+    expected = keras.ops.relu(layer.bn(layer.conv(conv_input), training=True))
+    got = layer(x, training=True)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(expected),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_depthwise_training_under_mixed_precision_computes_in_its_dtype():
+    # As the README says to: the global policy, which the inner layers follow.
+    x = np.random.default_rng(3).random((2, 8, 8, 8), dtype=np.float32)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        layer = ConvBNAct(8, depthwise=True, use_bias=True)
+        out = layer(x, training=True)
+        expected = layer.bn(layer.conv(x), training=True)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+    want = keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.relu(expected), "float32"))
+    got = keras.ops.convert_to_numpy(keras.ops.cast(out, "float32"))
+    assert np.abs(got - want).max() <= 0.02 * np.abs(want).max()

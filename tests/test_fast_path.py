@@ -202,6 +202,44 @@ def test_conv2d_pads_rgb_to_four_channels_only_where_it_was_measured_faster():
     assert not fast_path._fourth_channel_pays(np.zeros((3, 3, 3, 1), "float32"), True)
 
 
+def test_depthwise_as_shifted_sum_equals_the_depthwise_convolution():
+    # What conv2d computes for a depthwise convolution on JAX's CPU backend,
+    # checked on every backend against Keras' own: odd and even sizes,
+    # strides 1 and 2, 3x3 and 5x5, with and without padding, and through
+    # conv2d with its bias.
+    rng = np.random.default_rng(8)
+    for h, w, c, k, strides, padding in ((8, 8, 6, 3, 1, 1), (9, 7, 5, 3, 2, 1), (8, 10, 4, 5, 2, 2),
+                                         (7, 7, 3, 5, 1, 2), (6, 5, 2, 3, 1, 0)):
+        x = rng.normal(size=(2, h, w, c)).astype("float32")
+        kernel = rng.normal(size=(k, k, c, 1)).astype("float32")
+        bias = rng.normal(size=(c,)).astype("float32")
+        padded = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+        expected = keras.ops.convert_to_numpy(
+            keras.ops.depthwise_conv(padded, kernel, strides=strides, padding="valid"))
+        x_t, kernel_t, bias_t = (keras.ops.convert_to_tensor(a) for a in (x, kernel, bias))
+        out = fast_path.depthwise_as_shifted_sum(x_t, kernel_t, strides, padding)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(out), expected, rtol=1e-5, atol=1e-5)
+        out = fast_path.conv2d(x_t, kernel_t, bias_t, strides=strides, padding=padding, depthwise=True)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(out), expected + bias, rtol=1e-5, atol=1e-5)
+
+
+def test_depthwise_conv_avoids_xla_grouped_convolution_on_jax_cpu():
+    if not fast_path._jax_on_cpu():
+        pytest.skip("JAX on the CPU only")
+    import jax
+
+    x, kernel = np.ones((1, 6, 6, 4), "float32"), np.ones((3, 3, 4, 1), "float32")
+    for strides in (1, 2):
+        program = str(jax.make_jaxpr(lambda x, k, s=strides: fast_path.depthwise_conv(x, k, s, 1))(x, kernel))
+        assert "conv_general_dilated" not in program
+    # conv2d's depthwise case goes through it; a dense one stays an XLA convolution.
+    program = str(jax.make_jaxpr(lambda x, k: fast_path.conv2d(x, k, np.zeros(4, "float32"), 2, 1, True))(x, kernel))
+    assert "conv_general_dilated" not in program
+    dense = np.ones((3, 3, 4, 16), "float32")
+    program = str(jax.make_jaxpr(lambda x, k: fast_path.conv2d(x, k, np.zeros(16, "float32"), 2, 1))(x, dense))
+    assert "conv_general_dilated" in program
+
+
 def _max_pool_reference(x, size, strides, padding):
     padded = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)),
                     constant_values=-np.inf)

@@ -155,12 +155,22 @@ class ConvBNAct(Layer):
 
     def call(self, inputs, training=None):
         if training:
-            x = inputs
-            if self._explicit_pad:
-                p = self.padding
-                x = ops.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-            return activate(self.bn(self.conv(x), training=True), self.activation)
+            return activate(self.bn(self._training_conv(inputs), training=True), self.activation)
         return fast_path.activate_fresh(self._folded_conv(inputs), self.activation)
+
+    def _training_conv(self, x):
+        """Training: the Keras convolution layer on the padded input; a
+        depthwise one as `fast_path.depthwise_conv` (on JAX's CPU backend
+        XLA's grouped convolution is slow, forward and backward)."""
+        if self.depthwise:  # in the layer's dtype, as its call would cast
+            dtype = self.conv.compute_dtype
+            y = fast_path.depthwise_conv(ops.cast(x, dtype), ops.cast(self.conv.kernel, dtype),
+                                         self.strides, self.padding)
+            return y + ops.cast(self.conv.bias, dtype) if self.use_bias else y
+        if self._explicit_pad:
+            p = self.padding
+            x = ops.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+        return self.conv(x)
 
     def _folded_conv(self, x):
         """Inference: BatchNorm folded into the convolution (one pass fewer)."""
