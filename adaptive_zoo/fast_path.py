@@ -1009,11 +1009,23 @@ def tune_cpu_allocator(mmap_threshold=256 << 20, trim_threshold=1 << 30):
     when it is freed, so a large activation is page-faulted in again at every
     call. On our 2-core machine `examples/benchmark_dmnn.py` ran 1.2-1.5x
     faster at every budget on JAX and PyTorch with this setting (README, "CPU
-    inference: the memory allocator"; TensorFlow has its own allocator). The
-    same as starting Python with `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=
-    ...:glibc.malloc.trim_threshold=...`, but callable at any time (e.g. in
-    a notebook). The cost: the process keeps up to `trim_threshold` bytes of
-    freed memory for reuse instead of returning it to the system.
+    inference: the memory allocator"; TensorFlow has its own allocator).
+
+    It also makes every thread allocate from the one main heap (glibc
+    `M_ARENA_MAX` 1). By default each thread that allocates gets an arena of
+    its own, whose heaps hold at most 64 MiB, so a larger buffer allocated on
+    a worker thread (XLA runs its programs on its own threads) gets fresh
+    pages whatever the threshold: a DMNN-MobileNetV2 block at batch 64, with
+    about 75 MiB of intermediate buffers, page-faulted 19,000 pages and took
+    17-18 ms per call on JAX with the thresholds alone, about 6 ms with one
+    arena (one-off timing, `docs/speed_log.md`). Threads keep the arena they
+    first allocated from, so call this before the first inference.
+
+    The same as starting Python with `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=
+    ...:glibc.malloc.trim_threshold=...:glibc.malloc.arena_max=1`, but callable
+    from Python (e.g. in a notebook). The cost: the process keeps up to
+    `trim_threshold` bytes of freed memory for reuse instead of returning it
+    to the system, and threads share one heap's lock.
 
     Args:
         mmap_threshold: buffers of at least this many bytes still get their
@@ -1022,7 +1034,7 @@ def tune_cpu_allocator(mmap_threshold=256 << 20, trim_threshold=1 << 30):
             bytes is returned to the system (`M_TRIM_THRESHOLD`).
 
     Returns:
-        True if glibc took both settings; False where there is no glibc
+        True if glibc took the three settings; False where there is no glibc
         `mallopt` (macOS, Windows, musl) or it refused a value, in which
         case nothing is changed that glibc did not accept.
 
@@ -1040,6 +1052,6 @@ def tune_cpu_allocator(mmap_threshold=256 << 20, trim_threshold=1 << 30):
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError, TypeError):
         return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8  # glibc's <malloc.h>
     return bool(mallopt(m_mmap_threshold, int(mmap_threshold))) and bool(
-        mallopt(m_trim_threshold, int(trim_threshold)))
+        mallopt(m_trim_threshold, int(trim_threshold))) and bool(mallopt(m_arena_max, 1))
