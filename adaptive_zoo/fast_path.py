@@ -120,7 +120,7 @@ def is_every_row(indices, tensors):
     return indices.shape[0] == n and np.array_equal(indices, np.arange(n))
 
 
-def compile_inference(fn, variables, bucket=None, gather=False):
+def compile_inference(fn, variables, bucket=None, gather=False, rowwise=False):
     """Compile `fn(*tensors)` for inference on the current backend.
 
     Args:
@@ -136,6 +136,11 @@ def compile_inference(fn, variables, bucket=None, gather=False):
             in NumPy, and the outputs are NumPy arrays: eager JAX ops would
             compile once per row count (the README's main job compiled 477
             eager gathers, slices and concatenations without this).
+        rowwise: whether each output row depends on the same input row
+            only (a network's layers in inference; not a rule that ranks the
+            images of a batch). On JAX's CPU backend a large batch of such a
+            function may then run in a few calls on consecutive rows (see
+            `rows_per_call`).
 
     Returns:
         A callable with the same signature (plus `indices` first if
@@ -144,7 +149,7 @@ def compile_inference(fn, variables, bucket=None, gather=False):
     backend = keras.backend.backend()
     if backend == "jax":
         # JAX gathers outside the compiled program, padding to a bucket.
-        return _jax_bucketed(fn, list(variables), bucket or bucket_size, gather)
+        return _jax_bucketed(fn, list(variables), bucket or bucket_size, gather, rowwise)
     inner = gathering(fn) if gather else fn
     if backend == "tensorflow":
         if not gather:
@@ -333,7 +338,7 @@ def _tf_any_batch(fn):
     return run
 
 
-def _jax_bucketed(fn, variables, bucket=bucket_size, gather=False):
+def _jax_bucketed(fn, variables, bucket=bucket_size, gather=False, rowwise=False):
     import jax
     import jax.numpy as jnp
 
@@ -342,6 +347,9 @@ def _jax_bucketed(fn, variables, bucket=bucket_size, gather=False):
             return fn(*args)
 
     jitted = jax.jit(pure)
+    split = rowwise and _jax_on_cpu()
+    calls_for = {}  # the arguments' shapes -> calls per batch
+    chunked = {}  # calls per batch -> the program in that many calls
 
     def pad(a, size):
         return jnp.pad(a, [(0, size - a.shape[0])] + [(0, 0)] * (a.ndim - 1))
@@ -369,12 +377,107 @@ def _jax_bucketed(fn, variables, bucket=bucket_size, gather=False):
             size = bucket(n)
             if size != n:
                 args = tree.map_structure(lambda a: pad(a, size), args)
-        outputs = jitted([v.value for v in variables], *args)
+        values = [v.value for v in variables]
+        calls = 1
+        if split:
+            signature = tuple((a.shape, str(a.dtype)) for a in tree.flatten(args))
+            if signature not in calls_for:
+                calls_for[signature] = rows_per_call(jitted, values, args)
+            calls = calls_for[signature]
+        if calls == 1:
+            outputs = jitted(values, *args)
+        else:
+            if calls not in chunked:
+                chunked[calls] = _jax_in_row_chunks(pure, calls)
+            outputs = chunked[calls](values, *args)
         if on_host:
             return tree.map_structure(lambda a: np.asarray(a)[:n], outputs)
         if size != n:
             outputs = tree.map_structure(lambda a: a[:n], outputs)
         return outputs
+
+    return run
+
+
+# Above this many bytes, glibc's `malloc` serves a buffer with fresh pages at
+# every call (its mmap threshold rises to at most 32 MiB by default); see
+# `rows_per_call`. `tune_cpu_allocator` raises it to its own threshold.
+_cpu_call_bytes = 32 << 20
+# Fewer rows per call cost XLA's convolutions more than the page faults: the
+# dense DMNN-50 CIFAR (279 MiB of buffers at batch 64) took 291 ms in one call,
+# 314 ms in 32 calls of 2 images (one-off timing).
+_MIN_ROWS_PER_CALL = 8
+
+
+def rows_per_call(jitted, values, args):
+    """How many calls a batch of a row-wise JAX CPU program should take: 1 if
+    the program's temporary buffers (XLA's `memory_analysis`) fit in
+    `_cpu_call_bytes`, else the smallest power of two that divides the batch
+    and brings them (linear in the batch) to at most half of that, with at
+    least `_MIN_ROWS_PER_CALL` rows per call.
+
+    XLA allocates a program's intermediate buffers as one block per call.
+    Above glibc's mmap threshold (32 MiB at most by default) that block is
+    fresh pages from the kernel at every call, page-faulted in as the program
+    writes them; a worker thread's own arena, whose heaps hold at most 64 MiB,
+    also fails to reuse blocks near that size. One-off timings
+    (`docs/speed_log.md`), batch 64: a DMNN-MobileNetV2 block with 75 MiB of
+    buffers took 21.9 ms and 19,226 page faults per call, 16.9 ms and as many
+    faults in two calls, 6.7-7.2 ms and none in four or eight; a block with
+    27 MiB, no faults, 1.7 ms in one call and 2.3 ms in two.
+
+    Args:
+        jitted: the `jax.jit` function, called as `jitted(values, *args)`.
+        values, args: its arguments (`args` with a leading batch axis).
+
+    Returns:
+        The number of calls, each on `batch / calls` consecutive rows.
+    """
+    temp = jitted.lower(values, *args).compile().memory_analysis().temp_size_in_bytes
+    batch = tree.flatten(args)[0].shape[0]
+    calls = 1
+    if temp > _cpu_call_bytes:
+        while (temp / calls > _cpu_call_bytes / 2 and batch % (2 * calls) == 0
+               and batch // (2 * calls) >= _MIN_ROWS_PER_CALL):
+            calls *= 2
+    return calls
+
+
+def _jax_in_row_chunks(pure, calls):
+    """`pure(values, *args)` (row-wise) as `calls` jitted calls on
+    consecutive rows of `args`, each writing its rows into one output
+    buffer in place (donated): no slices of the inputs, no concatenation.
+
+    Returns:
+        `run(values, *args)`, the same outputs as `pure`.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    def rows_of(args, start):
+        size = tree.flatten(args)[0].shape[0] // calls
+        return tree.map_structure(lambda a: jax.lax.dynamic_slice_in_dim(a, start, size), args)
+
+    def first(values, *args):
+        batch = tree.flatten(args)[0].shape[0]
+        y = pure(values, *rows_of(args, 0))
+        return tree.map_structure(
+            lambda r: jnp.zeros((batch,) + r.shape[1:], r.dtype).at[:r.shape[0]].set(r), y)
+
+    def later(out, start, values, *args):
+        y = pure(values, *rows_of(args, start))
+        return tree.map_structure(
+            lambda o, r: jax.lax.dynamic_update_slice_in_dim(o, r, start, 0), out, y)
+
+    first, later = jax.jit(first), jax.jit(later, donate_argnums=(0,))
+
+    def run(values, *args):
+        args = tree.map_structure(jnp.asarray, args)  # once, not per call
+        rows = tree.flatten(args)[0].shape[0] // calls
+        out = first(values, *args)
+        for start in range(rows, rows * calls, rows):
+            out = later(out, np.int32(start), values, *args)
+        return out
 
     return run
 
@@ -1053,5 +1156,9 @@ def tune_cpu_allocator(mmap_threshold=256 << 20, trim_threshold=1 << 30):
     except (OSError, AttributeError, TypeError):
         return False
     m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8  # glibc's <malloc.h>
-    return bool(mallopt(m_mmap_threshold, int(mmap_threshold))) and bool(
+    tuned = bool(mallopt(m_mmap_threshold, int(mmap_threshold))) and bool(
         mallopt(m_trim_threshold, int(trim_threshold))) and bool(mallopt(m_arena_max, 1))
+    if tuned:  # buffers below the threshold now stay in the heap
+        global _cpu_call_bytes
+        _cpu_call_bytes = max(_cpu_call_bytes, int(mmap_threshold))
+    return tuned

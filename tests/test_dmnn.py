@@ -9,7 +9,7 @@ import pytest
 from keras import ops
 
 import adaptive_zoo as az
-from adaptive_zoo import losses
+from adaptive_zoo import fast_path, losses
 
 TINY = dict(depths=(3, 3), base_width=8, sub_blocks=2, cifar_stem=True, num_classes=10,
             input_shape=(8, 8, 1))
@@ -138,12 +138,28 @@ def test_skipping_path_equals_dense_path_for_the_same_decisions(tiny):
 def test_predict_topk_ranks_only_the_real_images(tiny):
     # 17 images: a batch size that JAX's compiled pieces would pad (to 18 or
     # 24); the top-k's share of the batch must count the 17 real images.
-    x = _images(n=17, seed=2)
-    logits, flops = tiny(x, budget=0.7, mode="topk", return_cost=True)
-    compiled, compiled_flops = tiny.predict(x, batch_size=17, budget=0.7, mode="topk",
-                                            return_cost=True)
+    _check_predict_equals_call(tiny, tiny, _images(n=17, seed=2))
+
+
+def _check_predict_equals_call(model, reference, x):
+    """`model.predict` on one batch gives `reference(x)`'s logits and costs
+    (top-k at b = 0.7)."""
+    logits, flops = reference(x, budget=0.7, mode="topk", return_cost=True)
+    compiled, compiled_flops = model.predict(x, batch_size=len(x), budget=0.7, mode="topk",
+                                             return_cost=True)
     np.testing.assert_allclose(compiled_flops, ops.convert_to_numpy(flops))
     np.testing.assert_allclose(compiled, ops.convert_to_numpy(logits), rtol=1e-4, atol=1e-4)
+
+
+def test_pieces_in_row_chunks_keep_the_top_k_of_the_batch(tiny, monkeypatch):
+    # On JAX's CPU backend, with the allocator's limit at 1 byte every
+    # row-wise piece runs in several calls on consecutive rows
+    # (`fast_path.rows_per_call`); a gate's top-k must still rank the whole
+    # batch. Elsewhere the same check as above.
+    model = type(tiny).from_config(tiny.get_config())
+    model.set_weights(tiny.get_weights())
+    monkeypatch.setattr(fast_path, "_cpu_call_bytes", 1)
+    _check_predict_equals_call(model, tiny, _images(n=24, seed=3))
 
 
 def test_a_budget_in_a_traced_function(tiny):

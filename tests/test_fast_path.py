@@ -505,6 +505,9 @@ applied = adaptive_zoo.tune_cpu_allocator()
 after = mmapped_for(64 << 20)
 # A thread's own arena holds at most 64 MiB: 80 MiB there would be mmapped.
 on_thread = mmapped_on_a_new_thread(80 << 20)
+# Row-wise JAX programs are no longer split below the new threshold.
+from adaptive_zoo import fast_path
+print(fast_path._cpu_call_bytes == 256 << 20)
 print(before >= 64 << 20, applied, after == 0, on_thread == 0)
 """
 
@@ -521,6 +524,69 @@ def test_tune_cpu_allocator_keeps_large_buffers_in_the_heap():
                          text=True, check=True).stdout.split()
     # A 64 MiB buffer gets its own pages by default, and comes from the heap
     # after, as does an 80 MiB one allocated on a thread started after.
-    assert out[-4:] == ["True", "True", "True", "True"]
+    assert out[-5:] == ["True"] * 5
     with pytest.raises(ValueError, match="thresholds"):
         fast_path.tune_cpu_allocator(mmap_threshold=0)
+
+
+def _conv_net():
+    from adaptive_zoo.layers.conv_bn import ConvBNAct
+
+    net = keras.Sequential([ConvBNAct(8, 3), ConvBNAct(8, 3, depthwise=True), ConvBNAct(4, 1)])
+    net.build((None, 8, 8, 3))
+    for v in net.weights:  # moving statistics too: not the initial ones
+        v.assign(np.random.default_rng(len(v.path)).normal(size=v.shape).astype("float32") * 0.3
+                 + (1.0 if "variance" in v.path else 0.0) ** 2)
+    return net
+
+
+def test_rowwise_programs_with_large_buffers_run_in_row_chunks(monkeypatch):
+    """On JAX's CPU backend a row-wise program whose temporary buffers pass
+    the allocator's limit runs in several calls on consecutive rows, with
+    the same outputs; elsewhere `rowwise` changes nothing."""
+    net = _conv_net()
+    fn = lambda x: net(x, training=False)
+    x = np.random.default_rng(0).random((24, 8, 8, 3), dtype=np.float32)
+    expected = keras.ops.convert_to_numpy(fn(x))
+    splits = []
+    if fast_path._jax_on_cpu():
+        chunked = fast_path._jax_in_row_chunks
+        monkeypatch.setattr(fast_path, "_jax_in_row_chunks",
+                            lambda pure, calls: splits.append(calls) or chunked(pure, calls))
+        monkeypatch.setattr(fast_path, "_cpu_call_bytes", 1024)  # every buffer is large
+    whole = fast_path.compile_inference(fn, net.weights, rowwise=True)
+    some = fast_path.compile_inference(fn, net.weights, rowwise=True, gather=True)
+    for out in (whole(keras.ops.convert_to_tensor(x)), some(np.arange(24, dtype="int32"), x)):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(out), expected, rtol=1e-5, atol=1e-5)
+    rows = np.array([3, 1, 7, 20, 0, 5, 9, 11, 2, 13, 17], "int32")  # 11 rows, padded to 16
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(some(rows, x)), expected[rows],
+                               rtol=1e-5, atol=1e-5)
+    if fast_path._jax_on_cpu():
+        # 24 rows, and 11 padded to 16: two calls (at least 8 rows in each).
+        assert splits == [2, 2]
+        # Not row-wise (e.g. a top-k across the batch): never split.
+        splits.clear()
+        fast_path.compile_inference(fn, net.weights)(x)
+        assert splits == []
+
+
+def test_rows_per_call_halves_until_the_buffers_fit(monkeypatch):
+    if not fast_path._jax_on_cpu():
+        pytest.skip("JAX's CPU backend only")
+    import jax
+
+    def two_layers(values, x):  # the hidden layer is a temporary buffer
+        return keras.ops.matmul(keras.ops.relu(keras.ops.matmul(x, values[0])), values[0])
+
+    jitted = jax.jit(two_layers)
+    values = [np.ones((64, 64), "float32")]
+    x = np.ones((96, 64), "float32")
+    temp = jitted.lower(values, x).compile().memory_analysis().temp_size_in_bytes
+    assert temp > 0
+    monkeypatch.setattr(fast_path, "_cpu_call_bytes", temp)  # fits: one call
+    assert fast_path.rows_per_call(jitted, values, (x,)) == 1
+    monkeypatch.setattr(fast_path, "_cpu_call_bytes", temp // 2)  # to a quarter of temp
+    assert fast_path.rows_per_call(jitted, values, (x,)) == 4
+    monkeypatch.setattr(fast_path, "_cpu_call_bytes", 1)  # at least 8 rows per call
+    assert fast_path.rows_per_call(jitted, values, (x,)) == 8
+    assert fast_path.rows_per_call(jitted, values, (x[:24],)) == 2  # 24 = 3 * 8: not 4 calls

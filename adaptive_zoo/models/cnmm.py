@@ -344,7 +344,8 @@ class CNMM(ZooModel):
         key = ("plan", plan.edges)
         if key not in self._compiled_fns:
             self._compiled_fns[key] = fast_path.compile_inference(
-                lambda images: self._forward(images, plan.edges, training=False), self.variables)
+                lambda images: self._forward(images, plan.edges, training=False), self.variables,
+                rowwise=True)
         fn = self._compiled_fns[key]
         outputs = [ops.convert_to_numpy(fn(batch)) for batch in
                    checked_batches(x, positive_batch_size(batch_size, 32), self._check_inputs, steps,

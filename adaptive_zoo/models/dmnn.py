@@ -505,7 +505,8 @@ class DMNN(ZooModel):
     def _compiled_pieces(self):
         if "pieces" in self._compiled_fns:
             return self._compiled_fns["pieces"]
-        compile_ = fast_path.compile_inference
+        # The network's own layers are row-wise; a gate's top-k is not.
+        compile_ = functools.partial(fast_path.compile_inference, rowwise=True)
 
         def stem_fn(x):
             for layer in self.stem:
@@ -535,7 +536,8 @@ class DMNN(ZooModel):
                     return self._gate_decisions(g, x, state, kind, k, value)
 
                 # Not padded to a bucket: the top-k ranks the real images only.
-                gate_c[key] = compile_(decide, self.gates[g].variables, bucket=lambda n: n)
+                gate_c[key] = fast_path.compile_inference(decide, self.gates[g].variables,
+                                                          bucket=lambda n: n)
             return gate_c[key](x, state, value)
 
         pieces = (stem_c, lambda i, x: fixed_c[i](x), gate_fn, lambda g, i: sub_c[g][i], head_c)

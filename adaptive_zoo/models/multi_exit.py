@@ -332,7 +332,8 @@ class MultiExitModel(ZooModel):
         `predict` for MSDNet CIFAR's stages, 4.4 ms for RANet's)."""
         if key not in self._compiled_fns:
             self._compiled_fns[key] = fast_path.compile_inference(
-                make_fn(), self.variables if variables is None else variables(), gather=gather
+                make_fn(), self.variables if variables is None else variables(), gather=gather,
+                rowwise=True,  # every sample's own network
             )
         return self._compiled_fns[key]
 
