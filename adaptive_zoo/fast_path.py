@@ -7,7 +7,9 @@ size changes from call to call (the survivors of an early exit).
   batch padded up to a few bucket sizes so that only a handful of shapes are
   ever compiled. Padding wastes at most 1/8 of a stage's work. On JAX's CPU
   backend a gathering function gathers, pads and un-pads its rows in NumPy
-  (eager JAX ops compile once per shape, and survivors come in many counts).
+  (eager JAX ops compile once per shape, and survivors come in many counts),
+  and a row-wise function whose program needs large buffers runs a batch in
+  row chunks (`rows_per_call`).
 - PyTorch: eager, under `torch.no_grad()`, with denormals flushed to zero.
 
 For the gated sub-blocks of DMNN, `compile_accumulating` compiles "add this
@@ -57,6 +59,7 @@ __all__ = [
     "max_pool",
     "may_call_directly",
     "memoized",
+    "rows_per_call",
     "scatter_add_rows",
     "take_rows",
     "tune_cpu_allocator",
