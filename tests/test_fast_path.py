@@ -534,9 +534,10 @@ def _conv_net():
 
     net = keras.Sequential([ConvBNAct(8, 3), ConvBNAct(8, 3, depthwise=True), ConvBNAct(4, 1)])
     net.build((None, 8, 8, 3))
+    rng = np.random.default_rng(4)
     for v in net.weights:  # moving statistics too: not the initial ones
-        v.assign(np.random.default_rng(len(v.path)).normal(size=v.shape).astype("float32") * 0.3
-                 + (1.0 if "variance" in v.path else 0.0) ** 2)
+        value = rng.normal(size=v.shape).astype("float32") * 0.3
+        v.assign(np.abs(value) + 0.5 if "variance" in v.path else value)
     return net
 
 
