@@ -289,8 +289,23 @@ def _jax_accumulating(fn, variables, then, bucket):
             programs[key] = jax.jit(program(key[1]), donate_argnums=(1,) if donate else ())
         values = [v.value for v in variables]
         if index is None:
+            # The sum on every row is row-wise: in row chunks where its
+            # buffers are large (as `compile_inference(..., rowwise=True)`).
+            calls = every_row_calls(key, values, out, inputs)
+            if calls > 1:
+                if (key, calls) not in programs:
+                    programs[key, calls] = _jax_in_row_chunks(program(key[1]), calls)
+                return programs[key, calls](values, out, inputs)
             return programs[key](values, out, inputs)
         return programs[key](values, out, inputs, padded(index, out.shape[0]))
+
+    def every_row_calls(key, values, out, inputs):
+        if not _jax_on_cpu():
+            return 1
+        signature = (key, inputs.shape, str(inputs.dtype), str(out.dtype))
+        if signature not in programs:
+            programs[signature] = rows_per_call(programs[key], values, (out, inputs))
+        return programs[signature]
 
     acc.rows, acc.add_rows = rows, add_rows
     return acc

@@ -529,11 +529,11 @@ def test_tune_cpu_allocator_keeps_large_buffers_in_the_heap():
         fast_path.tune_cpu_allocator(mmap_threshold=0)
 
 
-def _conv_net():
+def _conv_net(channels=3):
     from adaptive_zoo.layers.conv_bn import ConvBNAct
 
     net = keras.Sequential([ConvBNAct(8, 3), ConvBNAct(8, 3, depthwise=True), ConvBNAct(4, 1)])
-    net.build((None, 8, 8, 3))
+    net.build((None, 8, 8, channels))
     rng = np.random.default_rng(4)
     for v in net.weights:  # moving statistics too: not the initial ones
         value = rng.normal(size=v.shape).astype("float32") * 0.3
@@ -569,6 +569,31 @@ def test_rowwise_programs_with_large_buffers_run_in_row_chunks(monkeypatch):
         splits.clear()
         fast_path.compile_inference(fn, net.weights)(x)
         assert splits == []
+
+
+def test_accumulating_on_every_row_runs_in_row_chunks(monkeypatch):
+    """A sub-block's sum on every row (DMNN at a full budget) is row-wise
+    too: on JAX's CPU backend in row chunks where its buffers are large,
+    with the same sums, onto the inputs or onto a running sum."""
+    net = _conv_net(channels=4)
+    x = np.random.default_rng(1).random((16, 8, 8, 4), dtype=np.float32)
+    dense = keras.ops.convert_to_numpy(net(x, training=False))
+    splits = []
+    if fast_path._jax_on_cpu():
+        chunked = fast_path._jax_in_row_chunks
+        monkeypatch.setattr(fast_path, "_jax_in_row_chunks",
+                            lambda pure, calls: splits.append(calls) or chunked(pure, calls))
+        monkeypatch.setattr(fast_path, "_cpu_call_bytes", 1024)
+    acc = fast_path.compile_accumulating(lambda t: net(t, training=False), net.weights,
+                                         then=lambda t: t - 1.0)
+    xt = keras.ops.convert_to_tensor(x)
+    once = acc(xt, xt)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(once), x + dense, rtol=1e-5, atol=1e-5)
+    twice = acc(once, xt, last=True)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(twice), x + 2 * dense - 1.0,
+                               rtol=1e-5, atol=1e-5)
+    if fast_path._jax_on_cpu():
+        assert splits == [2, 2]  # 16 rows, at least 8 per call
 
 
 def test_rows_per_call_halves_until_the_buffers_fit(monkeypatch):
