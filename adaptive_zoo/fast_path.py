@@ -258,6 +258,7 @@ def _jax_accumulating(fn, variables, then, bucket):
         return run
 
     programs = {}
+    calls_for, chunked = {}, {}  # the every-row sum in row chunks: calls per shape, programs
 
     def padded(index, size):
         # Padded in NumPy: an eager JAX pad would compile once per row count.
@@ -293,21 +294,14 @@ def _jax_accumulating(fn, variables, then, bucket):
         if index is None:
             # The sum on every row is row-wise: in row chunks where its
             # buffers are large (as `compile_inference(..., rowwise=True)`).
-            calls = every_row_calls(key, values, out, inputs)
+            calls = _calls_per_batch(calls_for, programs[key], values, (out, inputs),
+                                     key) if _jax_on_cpu() else 1
             if calls > 1:
-                if (key, calls) not in programs:
-                    programs[key, calls] = _jax_in_row_chunks(program(key[1]), calls)
-                return programs[key, calls](values, out, inputs)
+                if (key, calls) not in chunked:
+                    chunked[key, calls] = _jax_in_row_chunks(program(key[1]), calls)
+                return chunked[key, calls](values, out, inputs)
             return programs[key](values, out, inputs)
         return programs[key](values, out, inputs, padded(index, out.shape[0]))
-
-    def every_row_calls(key, values, out, inputs):
-        if not _jax_on_cpu():
-            return 1
-        signature = (key, inputs.shape, str(inputs.dtype), str(out.dtype))
-        if signature not in programs:
-            programs[signature] = rows_per_call(programs[key], values, (out, inputs))
-        return programs[signature]
 
     acc.rows, acc.add_rows = rows, add_rows
     return acc
@@ -398,12 +392,7 @@ def _jax_bucketed(fn, variables, bucket=bucket_size, gather=False, rowwise=False
             if size != n:
                 args = tree.map_structure(lambda a: pad(a, size), args)
         values = [v.value for v in variables]
-        calls = 1
-        if split:
-            signature = tuple((a.shape, str(a.dtype)) for a in tree.flatten(args))
-            if signature not in calls_for:
-                calls_for[signature] = rows_per_call(jitted, values, args)
-            calls = calls_for[signature]
+        calls = _calls_per_batch(calls_for, jitted, values, args) if split else 1
         if calls == 1:
             outputs = jitted(values, *args)
         else:
@@ -461,6 +450,15 @@ def rows_per_call(jitted, values, args):
                and batch // (2 * calls) >= _MIN_ROWS_PER_CALL):
             calls *= 2
     return calls
+
+
+def _calls_per_batch(cache, jitted, values, args, key=()):
+    """`rows_per_call` of `jitted` for the shapes of `args` (and `key`),
+    found once and kept in `cache`."""
+    signature = (key,) + tuple((a.shape, str(a.dtype)) for a in tree.flatten(args))
+    if signature not in cache:
+        cache[signature] = rows_per_call(jitted, values, args)
+    return cache[signature]
 
 
 def _jax_in_row_chunks(pure, calls):
