@@ -258,7 +258,7 @@ def _jax_accumulating(fn, variables, then, bucket):
         return run
 
     programs = {}
-    calls_for, chunked = {}, {}  # the every-row sum in row chunks: calls per shape, programs
+    chunks = {}  # the every-row sum in row chunks (`_run_row_wise`)
 
     def padded(index, size):
         # Padded in NumPy: an eager JAX pad would compile once per row count.
@@ -294,12 +294,9 @@ def _jax_accumulating(fn, variables, then, bucket):
         if index is None:
             # The sum on every row is row-wise: in row chunks where its
             # buffers are large (as `compile_inference(..., rowwise=True)`).
-            calls = _calls_per_batch(calls_for, programs[key], values, (out, inputs),
-                                     key) if _jax_on_cpu() else 1
-            if calls > 1:
-                if (key, calls) not in chunked:
-                    chunked[key, calls] = _jax_in_row_chunks(program(key[1]), calls)
-                return chunked[key, calls](values, out, inputs)
+            if _jax_on_cpu():
+                return _run_row_wise(chunks, programs[key], program(key[1]), values,
+                                     (out, inputs), key)
             return programs[key](values, out, inputs)
         return programs[key](values, out, inputs, padded(index, out.shape[0]))
 
@@ -362,8 +359,7 @@ def _jax_bucketed(fn, variables, bucket=bucket_size, gather=False, rowwise=False
 
     jitted = jax.jit(pure)
     split = rowwise and _jax_on_cpu()
-    calls_for = {}  # the arguments' shapes -> calls per batch
-    chunked = {}  # calls per batch -> the program in that many calls
+    chunks = {}  # see `_run_row_wise`
 
     def pad(a, size):
         return jnp.pad(a, [(0, size - a.shape[0])] + [(0, 0)] * (a.ndim - 1))
@@ -392,13 +388,10 @@ def _jax_bucketed(fn, variables, bucket=bucket_size, gather=False, rowwise=False
             if size != n:
                 args = tree.map_structure(lambda a: pad(a, size), args)
         values = [v.value for v in variables]
-        calls = _calls_per_batch(calls_for, jitted, values, args) if split else 1
-        if calls == 1:
-            outputs = jitted(values, *args)
+        if split:
+            outputs = _run_row_wise(chunks, jitted, pure, values, args)
         else:
-            if calls not in chunked:
-                chunked[calls] = _jax_in_row_chunks(pure, calls)
-            outputs = chunked[calls](values, *args)
+            outputs = jitted(values, *args)
         if on_host:
             return tree.map_structure(lambda a: np.asarray(a)[:n], outputs)
         if size != n:
@@ -452,13 +445,20 @@ def rows_per_call(jitted, values, args):
     return calls
 
 
-def _calls_per_batch(cache, jitted, values, args, key=()):
-    """`rows_per_call` of `jitted` for the shapes of `args` (and `key`),
-    found once and kept in `cache`."""
-    signature = (key,) + tuple((a.shape, str(a.dtype)) for a in tree.flatten(args))
+def _run_row_wise(cache, jitted, pure, values, args, key=()):
+    """`jitted(values, *args)` (row-wise; `jitted` is `jax.jit(pure)`, or
+    a donating one), in row chunks where `rows_per_call` says so. The calls
+    per shape of `args` (and `key`) and the chunked programs are found once
+    and kept in `cache`."""
+    signature = ("calls", key) + tuple((a.shape, str(a.dtype)) for a in tree.flatten(args))
     if signature not in cache:
         cache[signature] = rows_per_call(jitted, values, args)
-    return cache[signature]
+    calls = cache[signature]
+    if calls == 1:
+        return jitted(values, *args)
+    if ("program", key, calls) not in cache:
+        cache["program", key, calls] = _jax_in_row_chunks(pure, calls)
+    return cache["program", key, calls](values, *args)
 
 
 def _jax_in_row_chunks(pure, calls):
