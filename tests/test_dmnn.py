@@ -141,6 +141,19 @@ def test_predict_topk_ranks_only_the_real_images(tiny):
     _check_predict_equals_call(tiny, tiny, _images(n=17, seed=2))
 
 
+def test_sub_block_rows_are_padded_little():
+    # JAX pads the images a sub-block runs on (one program per padded size):
+    # less than 25% above the count from 8 images up (a multiple of 8 padded
+    # 17 to 24), and few sizes to compile.
+    from adaptive_zoo.models.dmnn import _sub_block_bucket
+
+    sizes = [_sub_block_bucket(n) for n in range(1, 129)]
+    assert sizes[:8] == [1, 8, 8, 8, 8, 8, 8, 8]
+    assert all(n <= s < 1.25 * n for n, s in zip(range(8, 129), sizes[7:]))
+    assert _sub_block_bucket(17) == 20
+    assert len(set(sizes)) == 1 + 1 + 4 * 4  # one, 8, then four per doubling up to 128
+
+
 def _check_predict_equals_call(model, reference, x):
     """`model.predict` on one batch gives `reference(x)`'s logits and costs
     (top-k at b = 0.7)."""
