@@ -407,10 +407,11 @@ def _jax_bucketed(fn, variables, bucket=bucket_size, gather=False, rowwise=False
 _cpu_call_bytes = 32 << 20
 # Fewer rows per call cost XLA's convolutions more than the page faults: the
 # dense DMNN-50 CIFAR (279 MiB of buffers at batch 64) took 291 ms in one call,
-# 314 ms in 32 calls of 2 images (one-off timing). Rows larger than a 32x32
-# image may go fewer per call, down to as many pixels as 8 such images: a
-# DMNN-50 at 224x224, whose first block needs 55 MiB for 8 images, took
-# 1666 ms instead of 1820 at b = 0.5 (one-off timing, `docs/speed_log.md`).
+# 314 ms in 32 calls of 2 images (one-off timing). A program whose inputs
+# and outputs are all larger images may take fewer, down to the pixels of 8
+# images of 32x32: a DMNN-50 at 224x224, whose first block needs 55 MiB for
+# 8 images, took 1666 ms instead of 1820 at b = 0.5 (one-off timing,
+# `docs/speed_log.md`).
 _MIN_ROWS_PER_CALL = 8
 _MIN_PIXELS_PER_CALL = 8 * 32 * 32
 
@@ -420,8 +421,8 @@ def rows_per_call(jitted, values, args):
     the program's temporary buffers (XLA's `memory_analysis`) fit in
     `_cpu_call_bytes`, else the smallest power of two that divides the batch
     and brings them (linear in the batch) to at most half of that, with at
-    least `_MIN_ROWS_PER_CALL` rows per call, or fewer large rows (images
-    larger than 32x32) holding at least `_MIN_PIXELS_PER_CALL` pixels.
+    least `_MIN_ROWS_PER_CALL` rows per call, or fewer where every input
+    and output is an image larger than 32x32 (`_least_rows_per_call`).
 
     XLA allocates a program's intermediate buffers as one block per call.
     Above glibc's mmap threshold (32 MiB at most by default) that block is
@@ -440,22 +441,27 @@ def rows_per_call(jitted, values, args):
     Returns:
         The number of calls, each on `batch / calls` consecutive rows.
     """
-    temp = jitted.lower(values, *args).compile().memory_analysis().temp_size_in_bytes
-    first = tree.flatten(args)[0]
-    batch = first.shape[0]
+    lowered = jitted.lower(values, *args)
+    temp = lowered.compile().memory_analysis().temp_size_in_bytes
+    batch = tree.flatten(args)[0].shape[0]
     calls = 1
     if temp > _cpu_call_bytes:
-        least = _least_rows_per_call(first.shape)
+        shapes = [a.shape for a in tree.flatten(args) + tree.flatten(lowered.out_info)]
+        least = _least_rows_per_call(shapes)
         while (temp / calls > _cpu_call_bytes / 2 and batch % (2 * calls) == 0
                and batch // (2 * calls) >= least):
             calls *= 2
     return calls
 
 
-def _least_rows_per_call(shape):
-    """The fewest rows of `shape` (batch, spatial axes..., channels) that a
-    call in row chunks may take (see `rows_per_call`)."""
-    pixels = int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
+def _least_rows_per_call(shapes):
+    """The fewest rows that a call in row chunks may take (`rows_per_call`),
+    given the shapes `(batch, spatial axes..., channels)` of its inputs and
+    outputs: the smallest of them must hold `_MIN_PIXELS_PER_CALL` pixels
+    (a program with a vector per row, such as logits, takes the full
+    `_MIN_ROWS_PER_CALL`: the last layers of a whole network have few
+    pixels)."""
+    pixels = min(int(np.prod(s[1:-1])) if len(s) > 2 else 1 for s in shapes)
     return max(1, min(_MIN_ROWS_PER_CALL, -(-_MIN_PIXELS_PER_CALL // pixels)))
 
 

@@ -616,10 +616,18 @@ def test_rows_per_call_halves_until_the_buffers_fit(monkeypatch):
     monkeypatch.setattr(fast_path, "_cpu_call_bytes", 1)  # at least 8 rows per call
     assert fast_path.rows_per_call(jitted, values, (x,)) == 8
     assert fast_path.rows_per_call(jitted, values, (x[:24],)) == 2  # 24 = 3 * 8: not 4 calls
-    # Images larger than 32x32 may go fewer per call, as many pixels as 8 of
-    # 32x32: 2 of 64x64, 1 of 128x128 (a 224x224 DMNN-50's first block needs
-    # 55 MiB of buffers for 8 images).
+    # Where inputs and outputs are images larger than 32x32, fewer per call,
+    # as many pixels as 8 of 32x32: 2 of 64x64, 1 of 128x128 (a 224x224
+    # DMNN-50's first block needs 55 MiB of buffers for 8 images); not where
+    # an output has a vector per image (a whole network: its last layers
+    # have few pixels).
     images = np.ones((16, 64, 64, 64), "float32")
     assert fast_path.rows_per_call(jitted, values, (images,)) == 8
     assert fast_path.rows_per_call(jitted, values, (images[:, :32, :32],)) == 2
     assert fast_path.rows_per_call(jitted, values, (np.ones((4, 128, 128, 64), "float32"),)) == 4
+
+    def with_pooled(values, x):
+        y = two_layers(values, x)
+        return y, keras.ops.mean(y, axis=(1, 2))
+
+    assert fast_path.rows_per_call(jax.jit(with_pooled), values, (images,)) == 2
