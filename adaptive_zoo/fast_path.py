@@ -258,7 +258,7 @@ def _jax_accumulating(fn, variables, then, bucket):
         return run
 
     programs = {}
-    chunks = {}  # the every-row sum in row chunks (`_run_row_wise`)
+    chunks = {}  # the every-row sum and `rows` in row chunks (`_run_row_wise`)
 
     def padded(index, size):
         # Padded in NumPy: an eager JAX pad would compile once per row count.
@@ -269,11 +269,17 @@ def _jax_accumulating(fn, variables, then, bucket):
     # The same in two steps, for adding onto a buffer that may be
     # overwritten: `rows` computes `fn` on the rows `index` (padded), and
     # `add_rows` adds them onto `out` in place (donated).
+    def rows_of(values, index, x):  # row-wise in `index`
+        return apply(values, take(x, index))
+
     def rows(inputs, index):
         if "rows" not in programs:
-            programs["rows"] = jax.jit(lambda values, x, index: apply(values, take(x, index)))
-        return programs["rows"]([v.value for v in variables], inputs,
-                                padded(index, inputs.shape[0]))
+            programs["rows"] = jax.jit(rows_of)
+        values, index = [v.value for v in variables], padded(index, inputs.shape[0])
+        if _jax_on_cpu():  # in chunks of the index where its buffers are large
+            return _run_row_wise(chunks, programs["rows"], rows_of, values, (index, inputs),
+                                 "rows", whole=1)
+        return programs["rows"](values, index, inputs)
 
     def add_rows(out, results, index, last=False):
         key = ("add", bool(last))
@@ -416,13 +422,13 @@ _MIN_ROWS_PER_CALL = 8
 _MIN_PIXELS_PER_CALL = 8 * 32 * 32
 
 
-def rows_per_call(jitted, values, args):
+def rows_per_call(jitted, values, args, whole=0):
     """How many calls a batch of a row-wise JAX CPU program should take: 1 if
     the program's temporary buffers (XLA's `memory_analysis`) fit in
     `_cpu_call_bytes`, else the smallest power of two that divides the batch
     and brings them (linear in the batch) to at most half of that, with at
-    least `_MIN_ROWS_PER_CALL` rows per call, or fewer where every input
-    and output is an image larger than 32x32 (`_least_rows_per_call`).
+    least `_MIN_ROWS_PER_CALL` rows per call, or fewer where every output is
+    an image larger than 32x32 (`_least_rows_per_call`).
 
     XLA allocates a program's intermediate buffers as one block per call.
     Above glibc's mmap threshold (32 MiB at most by default) that block is
@@ -436,18 +442,19 @@ def rows_per_call(jitted, values, args):
 
     Args:
         jitted: the `jax.jit` function, called as `jitted(values, *args)`.
-        values, args: its arguments (`args` with a leading batch axis).
+        values, args: its arguments (`args` with a leading batch axis, but
+            the last `whole`).
+        whole: how many of the last `args` every call takes whole.
 
     Returns:
         The number of calls, each on `batch / calls` consecutive rows.
     """
     lowered = jitted.lower(values, *args)
     temp = lowered.compile().memory_analysis().temp_size_in_bytes
-    batch = tree.flatten(args)[0].shape[0]
+    batch = tree.flatten(args[:len(args) - whole])[0].shape[0]
     calls = 1
     if temp > _cpu_call_bytes:
-        shapes = [a.shape for a in tree.flatten(args) + tree.flatten(lowered.out_info)]
-        least = _least_rows_per_call(shapes)
+        least = _least_rows_per_call([a.shape for a in tree.flatten(lowered.out_info)])
         while (temp / calls > _cpu_call_bytes / 2 and batch % (2 * calls) == 0
                and batch // (2 * calls) >= least):
             calls *= 2
@@ -456,35 +463,35 @@ def rows_per_call(jitted, values, args):
 
 def _least_rows_per_call(shapes):
     """The fewest rows that a call in row chunks may take (`rows_per_call`),
-    given the shapes `(batch, spatial axes..., channels)` of its inputs and
-    outputs: the smallest of them must hold `_MIN_PIXELS_PER_CALL` pixels
-    (a program with a vector per row, such as logits, takes the full
-    `_MIN_ROWS_PER_CALL`: the last layers of a whole network have few
-    pixels)."""
+    given the shapes `(batch, spatial axes..., channels)` of its outputs:
+    the smallest must hold `_MIN_PIXELS_PER_CALL` pixels. (A program's
+    outputs are its last, smallest layers; one with a vector per row, such
+    as a whole network's logits, takes the full `_MIN_ROWS_PER_CALL`.)"""
     pixels = min(int(np.prod(s[1:-1])) if len(s) > 2 else 1 for s in shapes)
     return max(1, min(_MIN_ROWS_PER_CALL, -(-_MIN_PIXELS_PER_CALL // pixels)))
 
 
-def _run_row_wise(cache, jitted, pure, values, args, key=()):
-    """`jitted(values, *args)` (row-wise; `jitted` is `jax.jit(pure)`, or
-    a donating one), in row chunks where `rows_per_call` says so. The calls
-    per shape of `args` (and `key`) and the chunked programs are found once
-    and kept in `cache`."""
+def _run_row_wise(cache, jitted, pure, values, args, key=(), whole=0):
+    """`jitted(values, *args)` (row-wise in all `args` but the last `whole`;
+    `jitted` is `jax.jit(pure)`, or a donating one), in row chunks where
+    `rows_per_call` says so. The calls per shape of `args` (and `key`) and
+    the chunked programs are found once and kept in `cache`."""
     signature = ("calls", key) + tuple((a.shape, str(a.dtype)) for a in tree.flatten(args))
     if signature not in cache:
-        cache[signature] = rows_per_call(jitted, values, args)
+        cache[signature] = rows_per_call(jitted, values, args, whole)
     calls = cache[signature]
     if calls == 1:
         return jitted(values, *args)
     if ("program", key, calls) not in cache:
-        cache["program", key, calls] = _jax_in_row_chunks(pure, calls)
+        cache["program", key, calls] = _jax_in_row_chunks(pure, calls, whole)
     return cache["program", key, calls](values, *args)
 
 
-def _jax_in_row_chunks(pure, calls):
+def _jax_in_row_chunks(pure, calls, whole=0):
     """`pure(values, *args)` (row-wise) as `calls` jitted calls on
-    consecutive rows of `args`, each writing its rows into one output
-    buffer in place (donated): no slices of the inputs, no concatenation.
+    consecutive rows of `args` (all but the last `whole`, which every call
+    takes whole), each writing its rows into one output buffer in place
+    (donated): no slices of the inputs, no concatenation.
 
     Returns:
         `run(values, *args)`, the same outputs as `pure`.
@@ -493,8 +500,10 @@ def _jax_in_row_chunks(pure, calls):
     import jax.numpy as jnp
 
     def rows_of(args, start):
-        size = tree.flatten(args)[0].shape[0] // calls
-        return tree.map_structure(lambda a: jax.lax.dynamic_slice_in_dim(a, start, size), args)
+        split, rest = args[:len(args) - whole], args[len(args) - whole:]
+        size = tree.flatten(split)[0].shape[0] // calls
+        split = tree.map_structure(lambda a: jax.lax.dynamic_slice_in_dim(a, start, size), split)
+        return tuple(split) + tuple(rest)
 
     def first(values, *args):
         batch = tree.flatten(args)[0].shape[0]

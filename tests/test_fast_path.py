@@ -541,7 +541,25 @@ def _conv_net(channels=3):
     return net
 
 
-def test_rowwise_programs_with_large_buffers_run_in_row_chunks(monkeypatch):
+@pytest.fixture
+def splits(monkeypatch):
+    """On JAX's CPU backend, every buffer counts as large (the allocator's
+    limit at 1 KiB), and this list gets the number of calls of each program
+    run in row chunks; elsewhere it stays empty."""
+    calls = []
+    if fast_path._jax_on_cpu():
+        chunked = fast_path._jax_in_row_chunks
+
+        def spy(pure, n, *args):
+            calls.append(n)
+            return chunked(pure, n, *args)
+
+        monkeypatch.setattr(fast_path, "_jax_in_row_chunks", spy)
+        monkeypatch.setattr(fast_path, "_cpu_call_bytes", 1024)
+    return calls
+
+
+def test_rowwise_programs_with_large_buffers_run_in_row_chunks(splits):
     """On JAX's CPU backend a row-wise program whose temporary buffers pass
     the allocator's limit runs in several calls on consecutive rows, with
     the same outputs; elsewhere `rowwise` changes nothing."""
@@ -549,12 +567,6 @@ def test_rowwise_programs_with_large_buffers_run_in_row_chunks(monkeypatch):
     fn = lambda x: net(x, training=False)
     x = np.random.default_rng(0).random((24, 8, 8, 3), dtype=np.float32)
     expected = keras.ops.convert_to_numpy(fn(x))
-    splits = []
-    if fast_path._jax_on_cpu():
-        chunked = fast_path._jax_in_row_chunks
-        monkeypatch.setattr(fast_path, "_jax_in_row_chunks",
-                            lambda pure, calls: splits.append(calls) or chunked(pure, calls))
-        monkeypatch.setattr(fast_path, "_cpu_call_bytes", 1024)  # every buffer is large
     whole = fast_path.compile_inference(fn, net.weights, rowwise=True)
     some = fast_path.compile_inference(fn, net.weights, rowwise=True, gather=True)
     for out in (whole(keras.ops.convert_to_tensor(x)), some(np.arange(24, dtype="int32"), x)):
@@ -571,19 +583,14 @@ def test_rowwise_programs_with_large_buffers_run_in_row_chunks(monkeypatch):
         assert splits == []
 
 
-def test_accumulating_on_every_row_runs_in_row_chunks(monkeypatch):
-    """A sub-block's sum on every row (DMNN at a full budget) is row-wise
-    too: on JAX's CPU backend in row chunks where its buffers are large,
-    with the same sums, onto the inputs or onto a running sum."""
+def test_accumulating_runs_in_row_chunks(splits):
+    """A sub-block's sum on every row (DMNN at a full budget) and its results
+    on some rows (`acc.rows`, over the rows' index) are row-wise too: on
+    JAX's CPU backend in row chunks where their buffers are large, with the
+    same sums, onto the inputs or onto a running sum."""
     net = _conv_net(channels=4)
     x = np.random.default_rng(1).random((16, 8, 8, 4), dtype=np.float32)
     dense = keras.ops.convert_to_numpy(net(x, training=False))
-    splits = []
-    if fast_path._jax_on_cpu():
-        chunked = fast_path._jax_in_row_chunks
-        monkeypatch.setattr(fast_path, "_jax_in_row_chunks",
-                            lambda pure, calls: splits.append(calls) or chunked(pure, calls))
-        monkeypatch.setattr(fast_path, "_cpu_call_bytes", 1024)
     acc = fast_path.compile_accumulating(lambda t: net(t, training=False), net.weights,
                                          then=lambda t: t - 1.0)
     xt = keras.ops.convert_to_tensor(x)
@@ -594,6 +601,14 @@ def test_accumulating_on_every_row_runs_in_row_chunks(monkeypatch):
                                rtol=1e-5, atol=1e-5)
     if fast_path._jax_on_cpu():
         assert splits == [2, 2]  # 16 rows, at least 8 per call
+        index = np.array([3, 1, 7, 12, 0, 5, 9, 11, 2, 13, 15], "int32")  # padded to 16
+        results = acc.rows(xt, index)
+        np.testing.assert_allclose(np.asarray(results)[:11], dense[index], rtol=1e-5, atol=1e-5)
+        assert splits == [2, 2, 2]
+        summed = acc.add_rows(xt + 0.0, results, index, last=True)
+        expected = x - 1.0
+        expected[index] += dense[index]
+        np.testing.assert_allclose(np.asarray(summed), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_rows_per_call_halves_until_the_buffers_fit(monkeypatch):
