@@ -413,8 +413,8 @@ def _jax_bucketed(fn, variables, bucket=bucket_size, gather=False, rowwise=False
 _cpu_call_bytes = 32 << 20
 # Fewer rows per call cost XLA's convolutions more than the page faults: the
 # dense DMNN-50 CIFAR (279 MiB of buffers at batch 64) took 291 ms in one call,
-# 314 ms in 32 calls of 2 images (one-off timing). A program whose inputs
-# and outputs are all larger images may take fewer, down to the pixels of 8
+# 314 ms in 32 calls of 2 images (one-off timing). A program whose outputs
+# are all larger images than 32x32 may take fewer, down to the pixels of 8
 # images of 32x32: a DMNN-50 at 224x224, whose first block needs 55 MiB for
 # 8 images, took 1666 ms instead of 1820 at b = 0.5 (one-off timing,
 # `docs/speed_log.md`).
