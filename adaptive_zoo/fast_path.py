@@ -211,14 +211,13 @@ def compile_accumulating(fn, variables, then=None, bucket=None):
     On JAX each case is one `jax.jit` program (the sum, or the gather, `fn`
     and the scatter-add; with `then` or without), with `index` padded to a
     bucket by out-of-range rows whose results the scatter drops; the running
-    sum's buffer is reused (donated) when it is not `inputs`; on the CPU the
-    sum on every row runs in row chunks where its buffers are large
-    (`rows_per_call`). The JAX `acc`
+    sum's buffer is reused (donated) when it is not `inputs`. The JAX `acc`
     also has the two halves, `acc.rows(inputs, index)` (`fn` of those rows)
     and `acc.add_rows(out, rows, index, last=False)` (added onto `out`'s
     buffer in place, then `then`), for a caller that may overwrite `inputs`
-    (`SubBlockBranch.skip`). Elsewhere `accumulating` of
-    `compile_inference(fn)`.
+    (`SubBlockBranch.skip`). On the CPU the sum on every row, and `rows`
+    (over its index), run in row chunks where their buffers are large
+    (`rows_per_call`). Elsewhere `accumulating` of `compile_inference(fn)`.
 
     Args:
         fn, then: as in `accumulating`.
