@@ -66,16 +66,18 @@ __all__ = [
 ]
 
 
-def bucket_size(n):
+def bucket_size(n, per_doubling=8):
     """The padded batch size compiled for `n` samples.
 
-    Up to 16: the next power of two (few programs for the small remainders,
-    whose compute is negligible). Above: the smallest `m * 2**e >= n` with
-    `8 <= m < 16`, at most 8 sizes per doubling, each at most 12.5% larger.
+    Up to `2 * per_doubling` (a power of two): the next power of two (few
+    programs for the small remainders, whose compute is negligible). Above:
+    the smallest `m * 2**e >= n` with `per_doubling <= m < 2 * per_doubling`,
+    at most `per_doubling` sizes per doubling, each at most
+    `1 / per_doubling` larger (12.5% by default).
     """
-    if n <= 16:
+    if n <= 2 * per_doubling:
         return 1 << max(n - 1, 0).bit_length()
-    e = n.bit_length() - 4
+    e = n.bit_length() - per_doubling.bit_length()
     m = -(-n // (1 << e))  # ceil
     return m << e
 
@@ -258,6 +260,7 @@ def _jax_accumulating(fn, variables, then, bucket):
 
     programs = {}
     chunks = {}  # the every-row sum and `rows` in row chunks (`_run_row_wise`)
+    on_cpu = _jax_on_cpu()
 
     def padded(index, size):
         # Padded in NumPy: an eager JAX pad would compile once per row count.
@@ -275,7 +278,7 @@ def _jax_accumulating(fn, variables, then, bucket):
         if "rows" not in programs:
             programs["rows"] = jax.jit(rows_of)
         values, index = [v.value for v in variables], padded(index, inputs.shape[0])
-        if _jax_on_cpu():  # in chunks of the index where its buffers are large
+        if on_cpu:  # in chunks of the index where its buffers are large
             return _run_row_wise(chunks, programs["rows"], rows_of, values, (index, inputs),
                                  "rows", whole=1)
         return programs["rows"](values, index, inputs)
@@ -299,7 +302,7 @@ def _jax_accumulating(fn, variables, then, bucket):
         if index is None:
             # The sum on every row is row-wise: in row chunks where its
             # buffers are large (as `compile_inference(..., rowwise=True)`).
-            if _jax_on_cpu():
+            if on_cpu:
                 return _run_row_wise(chunks, programs[key], program(key[1]), values,
                                      (out, inputs), key)
             return programs[key](values, out, inputs)
@@ -421,7 +424,7 @@ _MIN_ROWS_PER_CALL = 8
 _MIN_PIXELS_PER_CALL = 8 * 32 * 32
 
 
-def rows_per_call(jitted, values, args, whole=0):
+def rows_per_call(jitted, values, args):
     """How many calls a batch of a row-wise JAX CPU program should take: 1 if
     the program's temporary buffers (XLA's `memory_analysis`) fit in
     `_cpu_call_bytes`, else the smallest power of two that divides the batch
@@ -441,16 +444,15 @@ def rows_per_call(jitted, values, args, whole=0):
 
     Args:
         jitted: the `jax.jit` function, called as `jitted(values, *args)`.
-        values, args: its arguments (`args` with a leading batch axis, but
-            the last `whole`).
-        whole: how many of the last `args` every call takes whole.
+        values, args: its arguments (the first of `args` has the leading
+            batch axis that the calls split).
 
     Returns:
         The number of calls, each on `batch / calls` consecutive rows.
     """
     lowered = jitted.lower(values, *args)
     temp = lowered.compile().memory_analysis().temp_size_in_bytes
-    batch = tree.flatten(args[:len(args) - whole])[0].shape[0]
+    batch = tree.flatten(args)[0].shape[0]
     calls = 1
     if temp > _cpu_call_bytes:
         least = _least_rows_per_call([a.shape for a in tree.flatten(lowered.out_info)])
@@ -477,7 +479,7 @@ def _run_row_wise(cache, jitted, pure, values, args, key=(), whole=0):
     the chunked programs are found once and kept in `cache`."""
     signature = ("calls", key) + tuple((a.shape, str(a.dtype)) for a in tree.flatten(args))
     if signature not in cache:
-        cache[signature] = rows_per_call(jitted, values, args, whole)
+        cache[signature] = rows_per_call(jitted, values, args)
     calls = cache[signature]
     if calls == 1:
         return jitted(values, *args)

@@ -631,7 +631,7 @@ def test_rows_per_call_halves_until_the_buffers_fit(monkeypatch):
     monkeypatch.setattr(fast_path, "_cpu_call_bytes", 1)  # at least 8 rows per call
     assert fast_path.rows_per_call(jitted, values, (x,)) == 8
     assert fast_path.rows_per_call(jitted, values, (x[:24],)) == 2  # 24 = 3 * 8: not 4 calls
-    # Where inputs and outputs are images larger than 32x32, fewer per call,
+    # Where the outputs are images larger than 32x32, fewer per call,
     # as many pixels as 8 of 32x32: 2 of 64x64, 1 of 128x128 (a 224x224
     # DMNN-50's first block needs 55 MiB of buffers for 8 images); not where
     # an output has a vector per image (a whole network: its last layers

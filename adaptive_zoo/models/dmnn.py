@@ -1123,12 +1123,9 @@ def _as_calibration(calibration):
 
 def _sub_block_bucket(n):
     """JAX: the rows a sub-block runs on, padded so that few shapes are
-    compiled: one image as it is, else the smallest `m * 2**e >= n` with
-    `4 <= m < 8`, and at least 8 (8, 10, 12, 14, 16, 20, 24, 28, 32, 40,
-    ...: four sizes per doubling, each less than 25% above `n`). Multiples
-    of 8 padded the 17 of 64 images that a DMNN-MobileNetV2 sub-block often
-    runs on at b = 0.5 to 24."""
-    if n <= 1:
-        return n
-    e = max(0, n.bit_length() - 3)
-    return max(8, -(-n // (1 << e)) << e)
+    compiled: one image as it is, else `fast_path.bucket_size` with four
+    sizes per doubling, and at least 8 (8, 10, 12, 14, 16, 20, 24, 28, 32,
+    40, ...: each less than 25% above `n`). Multiples of 8 padded the 17 of
+    64 images that a DMNN-MobileNetV2 sub-block often runs on at b = 0.5 to
+    24."""
+    return n if n <= 1 else max(8, fast_path.bucket_size(n, per_doubling=4))
