@@ -37,6 +37,7 @@ def full_size():
         "dmnn101_n2": az.DMNN101(sub_blocks=2, target_rate=0.5),
         "mobilenetv2": az.DMNNMobileNetV2(sub_blocks=1),
         "dmnn_mobilenetv2_n2": az.DMNNMobileNetV2(sub_blocks=2, target_rate=0.9),
+        "dmnn50_cifar_n4": az.DMNN50CIFAR(sub_blocks=4, target_rate=0.7),
     }
 
 
@@ -84,6 +85,18 @@ def test_mobilenetv2_skipping_equals_dense(full_size):
     np.testing.assert_allclose(ops.convert_to_numpy(sparse), ops.convert_to_numpy(dense),
                                rtol=1e-4, atol=1e-4)
     assert abs(float(ops.mean(flops)) / model.full_flops() - 0.9) <= 0.05 * 0.9
+
+
+def test_cifar_resnet50_costs_what_the_paper_reports(full_size):
+    # PAPERS.md: the paper's CIFAR-100 ResNet-50 costs 0.33 GFLOPs; its DMNN-50
+    # (N=4, t=0.7) splits that network. A first stage at 32x32 would cost 1.30.
+    static = az.profile(az.DMNN50CIFAR(sub_blocks=1)).flops
+    assert abs(static / 1e9 - 0.33) <= 0.03 * 0.33, static
+    dmnn = full_size["dmnn50_cifar_n4"]
+    assert abs(az.profile(dmnn).flops - static) <= 0.03 * static
+    assert dmnn.get_config()["stem_strides"] == 2
+    wide = az.profile(az.DMNN50CIFAR(sub_blocks=1, stem_strides=1)).flops
+    assert abs(wide / static - 4) <= 0.03 * 4
 
 
 # ---------------------------------------------------------------------- #
@@ -393,6 +406,16 @@ def test_sub_blocks_without_a_block_to_gate_is_refused():
     with pytest.raises(ValueError, match="needs a block to gate"):
         az.DMNNResNet(**{**TINY, "depths": (1, 1)})
     assert az.DMNNResNet(**{**TINY, "depths": (1, 1), "sub_blocks": 1}).static
+
+
+@pytest.mark.parametrize("strides,cifar_stem,match", [
+    (3, True, "stem_strides must be 1 or 2"), (True, True, "stem_strides must be 1 or 2"),
+    (2, False, "ImageNet stem"),
+])
+def test_bad_stem_strides(strides, cifar_stem, match):
+    arguments = {**TINY, "cifar_stem": cifar_stem, "input_shape": (32, 32, 1)}
+    with pytest.raises(ValueError, match=match):
+        az.DMNNResNet(stem_strides=strides, **arguments)
 
 
 @pytest.mark.parametrize("rate", [0.0, 1.5, -0.2, float("nan"), "half"])

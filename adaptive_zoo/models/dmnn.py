@@ -870,8 +870,10 @@ class DMNNResNet(DMNN):
         width_factor: sub-block width = `width_factor * width / N`
             (default: 1.2 for N=2, 1.5 for N=4, chosen to match the paper's
             parameter totals; 1 otherwise).
-        cifar_stem: 3x3 stride-1 stem without max-pool (32x32 inputs)
-            instead of 7x7/2 + max-pool.
+        cifar_stem: a 3x3 stem without max-pool (32x32 inputs) instead of
+            7x7/2 + max-pool.
+        stem_strides: strides of that 3x3 stem, 1 or 2 (`DMNN50CIFAR` and
+            `DMNN101CIFAR` use 2: see there). Only with `cifar_stem=True`.
         target_rate, num_classes, input_shape, category_map, ...: see `DMNN`.
         weights: `None`, a registered name, or a `.weights.h5` path.
 
@@ -884,7 +886,7 @@ class DMNNResNet(DMNN):
     """
 
     def __init__(self, depths=(3, 4, 6, 3), base_width=64, sub_blocks=2, target_rate=0.5,
-                 width_factor=None, cifar_stem=False, num_classes=1000,
+                 width_factor=None, cifar_stem=False, stem_strides=1, num_classes=1000,
                  input_shape=(224, 224, 3), weights=None, **kwargs):
         super().__init__(input_shape=input_shape, num_classes=num_classes,
                          sub_blocks=sub_blocks, target_rate=target_rate, **kwargs)
@@ -895,9 +897,16 @@ class DMNNResNet(DMNN):
         self.width_factor = (float(width_factor) if width_factor is not None
                              else _RESNET_WIDTH_FACTORS.get(self.sub_blocks, 1.0))
         self.cifar_stem = bool(cifar_stem)
+        if stem_strides not in (1, 2) or isinstance(stem_strides, bool):
+            raise ValueError(f"stem_strides must be 1 or 2, got {stem_strides!r}.")
+        if stem_strides != 1 and not self.cifar_stem:
+            raise ValueError("stem_strides applies to the 3x3 stem of cifar_stem=True; the "
+                             "ImageNet stem is always 7x7 with strides 2, then a max-pool.")
+        self.stem_strides = int(stem_strides)
         n = self.sub_blocks
         if self.cifar_stem:
-            self.stem = [ConvBNAct(self.base_width, 3, name="stem_conv")]
+            self.stem = [ConvBNAct(self.base_width, 3, strides=self.stem_strides,
+                                   name="stem_conv")]
         else:
             self.stem = [ConvBNAct(self.base_width, 7, strides=2, name="stem_conv"),
                          MaxPool3x3(name="stem_pool")]
@@ -926,7 +935,8 @@ class DMNNResNet(DMNN):
 
     def _family_config(self):
         return dict(depths=list(self.depths), base_width=self.base_width,
-                    width_factor=self.width_factor, cifar_stem=self.cifar_stem)
+                    width_factor=self.width_factor, cifar_stem=self.cifar_stem,
+                    stem_strides=self.stem_strides)
 
 
 @keras.saving.register_keras_serializable(package="adaptive_zoo")
@@ -1070,27 +1080,60 @@ def DMNN101(sub_blocks=2, target_rate=0.5, num_classes=1000, input_shape=(224, 2
 
 
 def DMNN50CIFAR(sub_blocks=4, target_rate=0.7, num_classes=100, input_shape=(32, 32, 3),
-                weights=None, **kwargs):
-    """DMNN-50 for 32x32 inputs: 3x3 stride-1 stem, no max-pool.
+                stem_strides=2, weights=None, **kwargs):
+    """DMNN-50 for 32x32 inputs: a 3x3 stem with strides 2, no max-pool.
+
+    The paper gives its CIFAR-100 ResNet-50 0.33 GFLOPs and no architecture;
+    that count is a ResNet-50 whose first stage runs at 16x16, which the
+    stem's strides 2 give (0.325 GFLOPs with 100 classes; `profile`).
+    `stem_strides=1` keeps the first stage at 32x32, the common CIFAR ResNet
+    (1.30 GFLOPs, about 4 times the paper's).
+
+    Args:
+        sub_blocks, target_rate: `N` and `t` (the paper's CIFAR-100 model:
+            N=4, t=0.7).
+        num_classes, input_shape, weights: see `DMNN`.
+        stem_strides: 2 (the paper's cost) or 1.
+        **kwargs: the other arguments of `DMNNResNet`.
 
     Returns:
         A `DMNNResNet`.
+
+    Example:
+    ```python
+    model = DMNN50CIFAR(num_classes=100, category_map="cifar100")
+    print(adaptive_zoo.profile(model))   # full path: about 0.33 GFLOPs
+    ```
     """
     return DMNNResNet(depths=(3, 4, 6, 3), sub_blocks=sub_blocks, target_rate=target_rate,
-                      cifar_stem=True, num_classes=num_classes, input_shape=input_shape,
-                      weights=weights, **kwargs)
+                      cifar_stem=True, stem_strides=stem_strides, num_classes=num_classes,
+                      input_shape=input_shape, weights=weights, **kwargs)
 
 
 def DMNN101CIFAR(sub_blocks=2, target_rate=0.5, num_classes=100, input_shape=(32, 32, 3),
-                 weights=None, **kwargs):
-    """DMNN-101 for 32x32 inputs: 3x3 stride-1 stem, no max-pool.
+                 stem_strides=2, weights=None, **kwargs):
+    """DMNN-101 for 32x32 inputs: the stem of `DMNN50CIFAR` (3x3, strides 2,
+    no max-pool), with ResNet-101's blocks.
+
+    The paper reports no CIFAR ResNet-101; this follows its CIFAR ResNet-50.
+
+    Args:
+        sub_blocks, target_rate: `N` and `t`.
+        num_classes, input_shape, weights: see `DMNN`.
+        stem_strides: 2, or 1 for a first stage at 32x32.
+        **kwargs: the other arguments of `DMNNResNet`.
 
     Returns:
         A `DMNNResNet`.
+
+    Example:
+    ```python
+    model = DMNN101CIFAR(sub_blocks=2, target_rate=0.5, num_classes=100)
+    ```
     """
     return DMNNResNet(depths=(3, 4, 23, 3), sub_blocks=sub_blocks, target_rate=target_rate,
-                      cifar_stem=True, num_classes=num_classes, input_shape=input_shape,
-                      weights=weights, **kwargs)
+                      cifar_stem=True, stem_strides=stem_strides, num_classes=num_classes,
+                      input_shape=input_shape, weights=weights, **kwargs)
 
 
 def DMNNMobileNetV2CIFAR(sub_blocks=2, target_rate=0.9, num_classes=100,
