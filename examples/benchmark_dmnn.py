@@ -6,11 +6,11 @@ Run once per backend:
     KERAS_BACKEND=tensorflow python examples/benchmark_dmnn.py
     KERAS_BACKEND=torch python examples/benchmark_dmnn.py
 
-The default model is a CIFAR-style DMNN-50 (N=2) at 32x32 with half the
-ResNet-50 widths (`base_width=32`) and its first stage at 32x32 (`--stem-strides
-1`, the model of the README's table), so the script runs in a few minutes on 2
-CPU cores; `--base-width 64 --stem-strides 2` times `DMNN50CIFAR` as it is built
-by default (the paper's CIFAR cost, first stage at 16x16); `--model
+The default model is `DMNN50CIFAR` with N=2 (100 classes) and its default
+stem: 32x32 images, strides 2 and so a first stage at 16x16 (the paper's CIFAR
+cost, 0.32 GFLOPs at full path); it runs in a few minutes per backend on 2
+CPU cores. `--base-width 32 --stem-strides 1` is the model of the README's
+earlier tables (half the widths, a first stage at 32x32); `--model
 imagenet` times the full DMNN-50 (N=2) at 224x224 instead (about two minutes
 per backend with `--repeats 3` there), `--model mobilenetv2` the CIFAR-style
 DMNN-MobileNetV2 (N=2, 100 classes). Weights are random, the uncalibrated
@@ -46,9 +46,9 @@ def main():
     parser.add_argument("--model", default="cifar", choices=["cifar", "imagenet", "mobilenetv2"],
                         help="cifar: DMNN50CIFAR at 32x32; imagenet: DMNN50 at 224x224; "
                              "mobilenetv2: DMNNMobileNetV2CIFAR at 32x32")
-    parser.add_argument("--base-width", type=int, default=32,
+    parser.add_argument("--base-width", type=int, default=64,
                         help="first stage's width of the cifar model (ResNet-50: 64)")
-    parser.add_argument("--stem-strides", type=int, default=1, choices=[1, 2],
+    parser.add_argument("--stem-strides", type=int, default=2, choices=[1, 2],
                         help="strides of the cifar model's stem (DMNN50CIFAR's default: 2)")
     parser.add_argument("--budgets", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
     args = timing.parse_args(parser)  # adds and applies --tune-allocator
