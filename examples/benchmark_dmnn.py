@@ -13,8 +13,9 @@ CPU cores. `--base-width 32 --stem-strides 1` is the model of the README's
 earlier tables (half the widths, a first stage at 32x32); `--model
 imagenet` times the full DMNN-50 (N=2) at 224x224 instead (about two minutes
 per backend with `--repeats 3` there), `--model mobilenetv2` the CIFAR-style
-DMNN-MobileNetV2 (N=2, 100 classes). Weights are random, the uncalibrated
-top-k rule sets the cost exactly.
+DMNN-MobileNetV2 (N=2, 100 classes), `--model tiny` a small DMNN at 16x16 (a
+first try; the tests run it). Weights are random, the uncalibrated top-k rule
+sets the cost exactly.
 
 For each budget `b`: the adaptive path (`model.predict(x, budget=b)`, every
 piece compiled by `fast_path.compile_inference`, the sub-blocks run only on
@@ -39,25 +40,31 @@ from adaptive_zoo import fast_path
 import timing  # examples/timing.py, beside this script
 
 
-def main():
+def main(argv=None):
+    """Times the budgets, prints the table and returns its timed rows
+    `(budget, spent / full, seconds)` (argv: the command line's arguments)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--model", default="cifar", choices=["cifar", "imagenet", "mobilenetv2"],
+    parser.add_argument("--model", default="cifar", choices=["cifar", "imagenet", "mobilenetv2", "tiny"],
                         help="cifar: DMNN50CIFAR at 32x32; imagenet: DMNN50 at 224x224; "
-                             "mobilenetv2: DMNNMobileNetV2CIFAR at 32x32")
+                             "mobilenetv2: DMNNMobileNetV2CIFAR at 32x32; tiny: a small DMNN "
+                             "at 16x16 (a first try, and the tests)")
     parser.add_argument("--base-width", type=int, default=64,
                         help="first stage's width of the cifar model (ResNet-50: 64)")
     parser.add_argument("--stem-strides", type=int, default=2, choices=[1, 2],
                         help="strides of the cifar model's stem (DMNN50CIFAR's default: 2)")
     parser.add_argument("--budgets", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
-    args = timing.parse_args(parser)  # adds and applies --tune-allocator
+    args = timing.parse_args(parser, argv)  # adds and applies --tune-allocator
 
     keras.utils.set_random_seed(0)
     if args.model == "imagenet":
         model = az.DMNN50(sub_blocks=2, target_rate=0.5)
     elif args.model == "mobilenetv2":
         model = az.DMNNMobileNetV2CIFAR(sub_blocks=2, target_rate=0.5, num_classes=100)
+    elif args.model == "tiny":
+        model = az.DMNNResNet(depths=(2, 2), base_width=8, sub_blocks=2, target_rate=0.5,
+                              cifar_stem=True, num_classes=10, input_shape=(16, 16, 3))
     else:
         model = az.DMNN50CIFAR(sub_blocks=2, target_rate=0.5, num_classes=100,
                                base_width=args.base_width, stem_strides=args.stem_strides)
@@ -90,6 +97,7 @@ def main():
     print("| budget | spent / full | time (ms) | speed-up | ideal | of ideal |")
     print("|---|---|---|---|---|---|")
     timed = dict(zip(budgets, zip(spent, seconds)))
+    rows = []
     for budget in args.budgets:
         if budget not in timed:
             print(f"| {budget:.2f} | n/a: below the always-run cost "
@@ -99,6 +107,8 @@ def main():
         speedup, ideal = reference / time_b, 1.0 / cost
         print(f"| {budget:.2f} | {cost:.3f} | {time_b * 1e3:.1f} | {speedup:.2f} | "
               f"{ideal:.2f} | {speedup / ideal:.2f} |")
+        rows.append((budget, cost, time_b))
+    return rows
 
 
 if __name__ == "__main__":

@@ -135,6 +135,19 @@ def test_cnmm_benchmark_reports_each_budget(monkeypatch, capsys):
     assert "of ideal" in printed and "below the cheapest graph" in printed
 
 
+def test_dmnn_benchmark_reports_each_budget(monkeypatch, capsys):
+    # The README's DMNN speed tables come from `examples/benchmark_dmnn.py`;
+    # run on a tiny DMNN, timings unchecked: every reachable budget gets its
+    # row at about its cost, and one below the always-run part says so.
+    monkeypatch.syspath_prepend(EXAMPLES)
+    rows = _load("benchmark_dmnn").main(["--model", "tiny", "--batch", "8", "--repeats", "1",
+                                         "--budgets", "1.0", "0.7", "0.05"])
+    assert [b for b, _, _ in rows] == [1.0, 0.7]
+    assert all(abs(cost - b) <= 0.05 * b and seconds > 0 for b, cost, seconds in rows)
+    printed = capsys.readouterr().out
+    assert "of ideal" in printed and "below the always-run cost" in printed
+
+
 def test_fashion_mnist_dmnn_script_compares_with_every_gate_on(tmp_path, capsys):
     # `examples/train_dmnn.py` gives the README's Fashion-MNIST table; here on
     # 48 random images in the dataset's IDX files, two short epochs.
