@@ -25,7 +25,9 @@ does: close to the authors' optimizer, not identical.
 
 `--data-parallel` trains on every local device (Keras' distribution API on
 JAX, `tf.distribute.MirroredStrategy` on TensorFlow; `--batch-size` is then
-the global batch; not on PyTorch, whose DDP we do not cover).
+the global batch; not on PyTorch, where Keras has no distribution API:
+`train_torch_ddp.py` shows the training loop with PyTorch's
+DistributedDataParallel, on the digits).
 
 The first `--holdout` training images (CIFAR 5,000, ImageNet 50,000, as the
 MSDNet authors hold out; DMNN, whose threshold search reads its held-out
@@ -134,8 +136,9 @@ def data_parallel():
                    or [d.name for d in tf.config.list_logical_devices("CPU")])
         strategy = tf.distribute.MirroredStrategy(devices)
         return strategy.scope(), strategy.num_replicas_in_sync
-    raise SystemExit(f"--data-parallel is not supported on the {backend} backend (PyTorch DDP is not "
-                     "covered yet); use jax or tensorflow.")
+    raise SystemExit(f"--data-parallel is not supported on the {backend} backend (Keras has no "
+                     "distribution API there); use jax or tensorflow, or PyTorch's DistributedDataParallel "
+                     "in a loop of your own as examples/train_torch_ddp.py does.")
 
 
 def _splits(dataset, holdout):

@@ -1,5 +1,6 @@
 """Training on several devices (MSDNet, DMNN and CNMM): Keras' distribution API on JAX and
-tf.distribute on TensorFlow, each on two virtual CPU devices.
+tf.distribute on TensorFlow, each on two virtual CPU devices; PyTorch's DistributedDataParallel
+in two processes (examples/train_torch_ddp.py).
 
 The device count must be set before the backend starts, so each case runs in
 a fresh Python process.
@@ -11,7 +12,10 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
+
+import adaptive_zoo
 
 _COMMON = r"""
 import json, sys
@@ -92,11 +96,11 @@ json.dump(result, sys.stdout)
 """
 
 
-def _run(script, env_extra):
+def _run(script, env_extra, args=()):
     env = dict(os.environ, **env_extra)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True,
                           text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -121,3 +125,56 @@ def test_data_parallel_fit_on_two_jax_devices():
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute")
 def test_mirrored_strategy_fit_on_two_tensorflow_devices():
     _check(_run(_TF, {"KERAS_BACKEND": "tensorflow"}))
+
+
+_DDP = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import train_torch_ddp
+result = train_torch_ddp.main(sys.argv[2:])
+json.dump(result, sys.stdout)
+"""
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch's DistributedDataParallel")
+@pytest.mark.parametrize("model", ["msdnet", "dmnn", "cnmm"])
+def test_ddp_training_in_two_torch_processes(model, tmp_path):
+    # examples/train_torch_ddp.py: two Gloo processes on the CPU, each on its
+    # own half of every batch. The script fails if their weights differ at the
+    # end, which they would if DDP did not average the gradients.
+    examples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    saved = str(tmp_path / "model.keras")
+    result = _run(_DDP, {"KERAS_BACKEND": "torch"}, [examples, "--model", model, "--epochs", "1",
+                                                      "--save", saved])
+    assert result["processes"] == 2 and result["devices"] == "cpu"
+    assert result["max_weight_difference_between_processes"] == 0.0
+    assert result["max_weight_change"] > 1e-3  # training moved them
+    assert result["images_shared_by_two_processes_first_epoch"] == 0
+    assert all(0 < v < 10 for v in result["losses"]), result["losses"]
+    rows = result["evaluation"]
+    assert rows and all(0.0 <= row[-1] <= 1.0 for row in rows)
+    # The first process's model, saved after training: the same accuracy.
+    reloaded = keras.saving.load_model(saved)
+    _, (x_test, y_test) = adaptive_zoo.data.load_digits(image_size=reloaded.image_shape[0])
+    accuracy = float(np.mean(np.argmax(reloaded.predict(x_test, verbose=0), -1) == y_test))
+    full = {"msdnet": ("exit", 3), "dmnn": ("as trained", ""), "cnmm": ("whole mixture", 1.0)}[model]
+    # (one test image either way: the processes ran with one thread each)
+    assert accuracy == pytest.approx([row[-1] for row in rows if tuple(row[:2]) == full][0],
+                                     abs=1.01 / len(y_test))
+
+
+def test_ddp_example_refuses_what_it_cannot_run():
+    examples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    sys.path.insert(0, examples)
+    try:
+        import train_torch_ddp
+    finally:
+        sys.path.remove(examples)
+    if keras.backend.backend() != "torch":
+        with pytest.raises(SystemExit, match="run with KERAS_BACKEND=torch"):
+            train_torch_ddp.main([])
+        return
+    with pytest.raises(SystemExit, match="must split evenly"):
+        train_torch_ddp.main(["--processes", "3", "--batch-size", "64"])
+    with pytest.raises(SystemExit, match="a .keras path"):
+        train_torch_ddp.main(["--save", "model.h5"])
