@@ -99,6 +99,10 @@ def _flat_weights(model):
 
 
 def worker(rank, args, port, out_dir):
+    """Process `rank` of `args.processes`: joins the process group on `port`,
+    trains its slice of every batch through DDP, writes what `main` compares
+    to `out_dir`; the first process then measures and saves the model and
+    writes `result.json` there."""
     import torch
     import torch.distributed as dist
 
