@@ -49,6 +49,7 @@ import eval as job  # noqa: E402 (examples/eval.py: the digits models, data and 
 
 import adaptive_zoo  # noqa: E402
 
+
 def distinct_noise(model, rank):
     """Give this process its own stream of the model's training noise.
 

@@ -161,20 +161,3 @@ def test_ddp_training_in_two_torch_processes(model, tmp_path):
     # (one test image either way: the processes ran with one thread each)
     assert accuracy == pytest.approx([row[-1] for row in rows if tuple(row[:2]) == full][0],
                                      abs=1.01 / len(y_test))
-
-
-def test_ddp_example_refuses_what_it_cannot_run():
-    examples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
-    sys.path.insert(0, examples)
-    try:
-        import train_torch_ddp
-    finally:
-        sys.path.remove(examples)
-    if keras.backend.backend() != "torch":
-        with pytest.raises(SystemExit, match="run with KERAS_BACKEND=torch"):
-            train_torch_ddp.main([])
-        return
-    with pytest.raises(SystemExit, match="must split evenly"):
-        train_torch_ddp.main(["--processes", "3", "--batch-size", "64"])
-    with pytest.raises(SystemExit, match="a .keras path"):
-        train_torch_ddp.main(["--save", "model.h5"])

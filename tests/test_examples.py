@@ -255,3 +255,16 @@ def test_training_script_runs_data_parallel_on_two_devices(tmp_path):
     assert result["devices"] == 2
     assert sorted(os.listdir(tmp_path / "run")) == ["model.keras", "model.weights.h5", "results.json"]
     assert all(0.0 <= row["accuracy"] <= 1.0 for row in result["test"])
+
+
+def test_ddp_example_refuses_what_it_cannot_run():
+    # examples/train_torch_ddp.py (its runs: tests/test_distribution.py).
+    train_torch_ddp = _load("train_torch_ddp")
+    if keras.backend.backend() != "torch":
+        with pytest.raises(SystemExit, match="run with KERAS_BACKEND=torch"):
+            train_torch_ddp.main([])
+        return
+    with pytest.raises(SystemExit, match="must split evenly"):
+        train_torch_ddp.main(["--processes", "3", "--batch-size", "64"])
+    with pytest.raises(SystemExit, match="a .keras path"):
+        train_torch_ddp.main(["--save", "model.h5"])
