@@ -26,6 +26,12 @@ prints only the size of the state each stage hands to the next (what the
 survivors' gathers at each exit and the stream's pooled copies move) and
 skips the timings.
 
+The ideal speed-up counts the authors' cost of each exit (what `return_cost`
+reports, and what the calibration aims at). A sample that leaves computes less
+than that where its exit reads only part of its stage (MSDNet: not the finer
+scales of the block's last layers): a second table gives the ideal speed-up
+and efficiency from what ran (`model.computed_exit_flops()`).
+
 The model has random weights and the images are random: only the time per
 FLOP matters here, and the calibration sets how many samples leave where.
 """
@@ -94,6 +100,25 @@ def run_stages(model, batch, rng, repeats=0):
     return result
 
 
+def print_efficiency(rows, flops_at, with_time):
+    """One table row per budget: FLOPs per image, (ms,) ideal speed-up and
+    efficiency, one batch then stream, against the first row (budget 1.0).
+    `rows` as `main` makes them; `flops_at`: where their FLOPs are, one
+    batch and stream."""
+    base = rows[0]
+    for row in rows:
+        cells = [f"{row[0]:.2f}"]
+        for at, time_at in zip(flops_at, (3, 4)):
+            flops, seconds = row[at], row[time_at]
+            if seconds is None:
+                cells += ["-"] * (4 if with_time else 3)
+                continue
+            ideal = base[at] / flops
+            cells += [f"{flops / 1e6:.2f}"] + ([f"{seconds * 1e3:.1f}"] if with_time else [])
+            cells += [f"{ideal:.2f}", f"{base[time_at] / seconds / ideal:.2f}"]
+        print("| " + " | ".join(cells) + " |")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="cifar_anytime", choices=sorted(MODELS))
@@ -125,22 +150,24 @@ def main(argv=None):
     stream = rng.normal(size=(args.batch * max(args.batches, 1),) + shape).astype("float32")
     x = stream[: args.batch]
 
-    rows, leaving, cases = [], [], []
+    rows, leaving, cases, computed = [], [], [], []
     exit_flops = np.asarray(model.exit_flops(), dtype="float32")
+    computed_flops = np.asarray(model.computed_exit_flops(), dtype="float64")
     for b in budgets:
         _, cost = model.predict(stream, budget=b, return_cost=True, batch_size=args.batch, verbose=0)
-        exits = np.searchsorted(exit_flops, cost[: args.batch])  # cumulative costs are distinct
-        leaving.append((b, np.bincount(exits, minlength=len(exit_flops)).tolist()))
+        exits = np.searchsorted(exit_flops, cost)  # cumulative costs are distinct
+        leaving.append((b, np.bincount(exits[: args.batch], minlength=len(exit_flops)).tolist()))
         rows.append((b, float(np.mean(cost[: args.batch])), float(np.mean(cost))))
+        computed.append((float(np.mean(computed_flops[exits[: args.batch]])),
+                         float(np.mean(computed_flops[exits]))))
         cases.append((x, b, args.batch))
         if args.batches:
             cases.append((stream, b, args.batch))
     cases.append((x, None, args.batch))  # Keras' predict of the whole network
     times = iter(time_predicts(model, cases, args.repeats))
-    rows = [(b, one, many, next(times), next(times) if args.batches else None)
-            for b, one, many in rows]
+    rows = [(b, one, many, next(times), next(times) if args.batches else None, ran_one, ran_many)
+            for (b, one, many), (ran_one, ran_many) in zip(rows, computed)]
     full_time = next(times)
-    base_one, base_stream = (rows[0][1], rows[0][3]), (rows[0][2], rows[0][4])
 
     print(f"backend {keras.backend.backend()}, {args.model}, batch {args.batch}, "
           f"median of {args.repeats}; keras predict (last exit, no budget): {full_time * 1e3:.1f} ms")
@@ -149,19 +176,12 @@ def main(argv=None):
     print(f"| budget | one batch: MFLOPs/image | ms | ideal | efficiency "
           f"| stream of {args.batches}: MFLOPs/image | ms | ideal | efficiency |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for b, flops_one, flops_many, one, many in rows:
-        cells = [f"{b:.2f}"]
-        for (base_flops, base_time), flops, seconds in (
-            (base_one, flops_one, one),
-            (base_stream, flops_many, many),
-        ):
-            if seconds is None:
-                cells += ["-"] * 4
-                continue
-            ideal = base_flops / flops
-            cells += [f"{flops / 1e6:.2f}", f"{seconds * 1e3:.1f}", f"{ideal:.2f}",
-                      f"{base_time / seconds / ideal:.2f}"]
-        print("| " + " | ".join(cells) + " |")
+    print_efficiency(rows, flops_at=(1, 2), with_time=True)
+    print("\nthe same from what ran (model.computed_exit_flops()):")
+    print(f"| budget | one batch: MFLOPs/image computed | ideal | efficiency "
+          f"| stream of {args.batches}: MFLOPs/image computed | ideal | efficiency |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print_efficiency(rows, flops_at=(5, 6), with_time=False)
     print("\nsamples of the first batch leaving at each exit:")
     for b, counts in leaving:
         print(f"  b={b:.2f}: {counts}")

@@ -115,12 +115,15 @@ def test_benchmark_reports_each_budget_and_the_state(monkeypatch, capsys):
     rows = benchmark.main(["--model", "tiny", "--batch", "16", "--batches", "2", "--repeats", "1",
                            "--calibration-size", "128", "--budgets", "1.0,0.5"])
     assert [b for b, *_ in rows] == [1.0, 0.5]
-    (_, full_one, full_stream, *_), (_, half_one, half_stream, *_) = rows
+    (_, full_one, full_stream, *_), (_, half_one, half_stream, *_, ran_one, ran_stream) = rows
     assert half_one < full_one and half_stream < full_stream
+    # What ran is at most the authors' cost that `return_cost` reports.
+    assert ran_one <= half_one and ran_stream <= half_stream
     assert "efficiency" in capsys.readouterr().out
     # --state: the state each stage hands on, per image, as the stages make it.
     mib = benchmark.main(["--model", "tiny", "--state"])
-    assert len(mib) == 4 and all(m > 0 for m in mib)
+    assert len(mib) == 4 and all(m > 0 for m in mib[:-1])
+    assert mib[-1] == 0  # the last stage hands on nothing
 
 
 def test_cnmm_benchmark_reports_each_budget(monkeypatch, capsys):

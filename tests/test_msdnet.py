@@ -98,6 +98,20 @@ def test_profile_equals_the_authors_counts_imagenet():
     assert profile.params == 23_958_440
     for ours, paper in zip(profile.exit_flops, PAPER_IMAGENET_EXIT_MFLOPS):
         assert abs(ours / 1e6 - paper) / paper < 0.005
+    # What a sample that leaves computes: less than the authors' cost at the
+    # first three exits (the finer scales of those blocks' last layers are
+    # for the next block only), the same at the last two, and exactly what
+    # the left-out scales cost.
+    computed, authors = model.computed_exit_flops(), model.exit_flops()
+    assert [c < a for c, a in zip(computed, authors)] == [True, True, True, False, False]
+    assert computed[-2:] == authors[-2:]
+    shapes, left_out = (None, 224, 224, 3), 0
+    for layer, scales in zip(model.blocks[0], model._cones[0]):
+        if scales is not None:
+            every = range(len(layer.compute_output_shape(shapes)))
+            left_out += layer.flops(shapes, scales=[j for j in every if j not in scales])
+        shapes = layer.compute_output_shape(shapes)
+    assert authors[0] - computed[0] == left_out > 0.2 * authors[0]
 
 
 def test_anytime_budget_takes_the_deepest_exit_that_fits(tiny):
@@ -223,20 +237,52 @@ def test_compiled_predict_follows_new_weights():
 
 @contextlib.contextmanager
 def recording_stage_rows(model):
-    """Within it, `model._stage` appends `(stage, rows it runs on)` to the
-    list it yields."""
-    seen, original = [], model._stage
+    """Within it, each stage appends `(stage, rows it runs on)` for the part
+    its exit reads (`_stage_for_exit`) to the first list it yields, and
+    the same for the rest of it (`_stage_rest`) to the second."""
+    for_exit, rest = [], []
+    original_for_exit, original_rest = model._stage_for_exit, model._stage_rest
 
-    def recording_stage(k, state, training=None):
-        first = state if not isinstance(state, (list, tuple)) else state[0]
-        seen.append((k, int(first.shape[0])))
-        return original(k, state, training=training)
+    def rows(state):
+        return int((state if not isinstance(state, (list, tuple)) else state[0]).shape[0])
 
-    model._stage = recording_stage
+    def recording_for_exit(k, state, training=None):
+        for_exit.append((k, rows(state)))
+        return original_for_exit(k, state, training=training)
+
+    def recording_rest(k, carried, training=None):
+        rest.append((k, rows(carried)))
+        return original_rest(k, carried, training=training)
+
+    model._stage_for_exit, model._stage_rest = recording_for_exit, recording_rest
     try:
-        yield seen
+        yield for_exit, rest
     finally:
-        model._stage = original
+        del model._stage_for_exit, model._stage_rest
+
+
+def test_the_rest_of_a_block_is_what_its_exit_does_not_read(tiny):
+    """The part of a block that its exit reads, then the rest, give the
+    block's output; the exit's part computes less where the block's last
+    layers have scales that only the next block reads."""
+    x = keras.ops.convert_to_tensor(images(8, seed=5))
+    state = x
+    split = 0
+    for k in range(tiny.num_exits):
+        whole = tiny._stage(k, state, training=False)
+        exit_input, carried = tiny._stage_for_exit(k, state, training=False)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(tiny._exit(k, exit_input)),
+                                   keras.ops.convert_to_numpy(tiny._exit(k, whole)), atol=1e-6)
+        completed = tiny._stage_rest(k, carried, training=False)
+        assert len(completed) == len(whole)
+        for a, b in zip(completed, whole):
+            np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
+                                       atol=1e-6)
+        left_out = [s is None for s in exit_input]
+        split += any(left_out)
+        assert not left_out[-1]  # the coarsest scale, which the exit reads
+        state = whole
+    assert split  # some block's exit reads less than the whole block
 
 
 def test_exited_samples_are_not_computed_further(tiny):
@@ -244,19 +290,20 @@ def test_exited_samples_are_not_computed_further(tiny):
     x = images(64, seed=3)
     n_exits = tiny.num_exits
     thresholds = [0.0] + [2.0] * (n_exits - 1)  # everyone leaves at exit 0
-    with recording_stage_rows(tiny) as seen:
+    with recording_stage_rows(tiny) as (seen, rest):
         stages = tiny._stage_fns()
         logits, cost = tiny._early_exit(keras.ops.convert_to_tensor(x), thresholds, stages)
-        assert seen == [(0, 64)]
-        # Half the samples leave at exit 0: later stages run on the rest only.
+        assert seen == [(0, 64)] and rest == []  # not even the rest of block 0
+        # Half the samples leave at exit 0: the rest of block 0 and later
+        # stages run on the others only.
         dense0 = keras.ops.convert_to_numpy(keras.ops.softmax(tiny(x, exits="all")[0])).max(-1)
         median = float(np.median(dense0))
         thresholds = [median] + [2.0] * (n_exits - 1)
         seen.clear()
         tiny._early_exit(keras.ops.convert_to_tensor(x), thresholds, stages)
         stays = int((dense0 < median).sum())
-        assert seen[0] == (0, 64)
-        assert all(n == stays for k, n in seen[1:]) and len(seen) == n_exits
+        assert seen == [(0, 64)] + [(k, stays) for k in range(1, n_exits)]
+        assert rest == [(k, stays) for k in range(n_exits - 1)]
 
 
 @pytest.mark.skipif(keras.backend.backend() == "jax",
@@ -270,12 +317,14 @@ def test_one_graph_early_exit_computes_only_the_survivors(tiny):
     n_exits = tiny.num_exits
     dense0 = keras.ops.convert_to_numpy(keras.ops.softmax(tiny(x, exits="all")[0])).max(-1)
     median = float(np.median(dense0))
-    with recording_stage_rows(tiny) as seen:
+    with recording_stage_rows(tiny) as (seen, rest):
         for thresholds, stays in (([0.0] + [2.0] * (n_exits - 1), 0),
                                   ([median] + [2.0] * (n_exits - 1), int((dense0 < median).sum()))):
             seen.clear()
+            rest.clear()
             logits, cost = tiny._graph_early_exit(keras.ops.convert_to_tensor(x), thresholds)
             assert seen == [(0, 64)] + [(k, stays) for k in range(1, n_exits) if stays]
+            assert rest == [(k, stays) for k in range(n_exits - 1) if stays]
             expected, chosen = dense_simulation(tiny, x, thresholds)
             np.testing.assert_allclose(keras.ops.convert_to_numpy(logits), expected, atol=1e-5)
             np.testing.assert_allclose(keras.ops.convert_to_numpy(cost),

@@ -216,24 +216,33 @@ class MSDLayer(Layer):
                 down.build(finer)
             normal.build(same)
 
-    def call(self, inputs, training=None, reserve=None):
-        """The layer on each output scale.
+    def call(self, inputs, training=None, reserve=None, scales=None):
+        """The layer on each output scale (or on some of them).
 
         Args:
-            inputs: the feature maps of the input scales, finest first.
+            inputs: the feature maps of the input scales, finest first
+                (`None` for one that no computed output scale reads).
             training: Keras' training flag.
             reserve: per output scale, channels to leave free after it for
                 the block's next layers to fill in place
                 (`fast_path.concatenate_channels`; PyTorch inference only,
                 the values are the same either way). `None`: none.
+            scales: the positions (in the output list) of the output scales
+                to compute; `None`: all. Output scale `j` reads input scales
+                `j` and `j + 1` if the layer drops a scale, else `j` and
+                (for `j > 0`) `j - 1`.
 
         Returns:
-            The feature maps of the output scales, finest first.
+            The feature maps of the output scales, finest first; `None` at
+            the positions not in `scales`.
         """
         outputs = []
         reserve = reserve or [0] * self.out_scales
         pairs = zip(self._pairs(inputs), self.down, self.normal, reserve)
-        for (finer, same), down, normal, spare in pairs:
+        for j, ((finer, same), down, normal, spare) in enumerate(pairs):
+            if scales is not None and j not in scales:
+                outputs.append(None)
+                continue
             parts = [same]
             if down is not None:
                 parts.append(down(finer, training=training))
@@ -251,9 +260,14 @@ class MSDLayer(Layer):
             shapes.append(tuple(same[:-1]) + (c,))
         return shapes
 
-    def flops(self, input_shapes):
+    def flops(self, input_shapes, scales=None):
+        """MUL-ADDs per image, of the output scales at `scales` (positions,
+        as in `call`; `None`: all)."""
         total = 0
-        for (finer, same), down, normal in zip(self._pairs(input_shapes), self.down, self.normal):
+        pairs = zip(self._pairs(input_shapes), self.down, self.normal)
+        for j, ((finer, same), down, normal) in enumerate(pairs):
+            if scales is not None and j not in scales:
+                continue
             if down is not None:
                 total += down.flops(finer)
             total += normal.flops(same)
@@ -288,14 +302,21 @@ class MSDTransition(Layer):
         for conv, shape in zip(self.convs, input_shape):
             conv.build(shape)
 
-    def call(self, inputs, training=None):
-        return [conv(x, training=training) for conv, x in zip(self.convs, inputs)]
+    def call(self, inputs, training=None, scales=None):
+        """The 1x1 conv of each scale; with `scales` (positions in the list),
+        only those, `None` at the others."""
+        return [
+            conv(x, training=training) if scales is None or j in scales else None
+            for j, (conv, x) in enumerate(zip(self.convs, inputs))
+        ]
 
     def compute_output_shape(self, input_shape):
         return [conv.compute_output_shape(s) for conv, s in zip(self.convs, input_shape)]
 
-    def flops(self, input_shapes):
-        return sum(conv.flops(_shape_hwc(s)) for conv, s in zip(self.convs, input_shapes))
+    def flops(self, input_shapes, scales=None):
+        """MUL-ADDs per image, of the scales at `scales` (`None`: all)."""
+        return sum(conv.flops(_shape_hwc(s)) for j, (conv, s) in enumerate(zip(self.convs, input_shapes))
+                   if scales is None or j in scales)
 
     def get_config(self):
         config = super().get_config()

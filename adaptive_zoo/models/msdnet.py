@@ -24,6 +24,7 @@ __all__ = [
     "MSDNetCIFARBudgeted",
     "MSDNetImageNet",
     "MSDNetTiny",
+    "msdnet_exit_cone",
     "msdnet_layer_plan",
     "msdnet_reserves",
 ]
@@ -107,6 +108,52 @@ def msdnet_reserves(blocks, input_shape):
             reserves.append(tuple(spare))
         result.append(tuple(reserves))
     return tuple(result)
+
+
+def msdnet_exit_cone(block, n_scales):
+    """What of a block its exit reads: per layer, the positions (in the
+    layer's output list) of the output scales that the block's coarsest
+    output depends on, or `None` for all of them.
+
+    The exit reads the block's coarsest scale only. An MSD layer's output
+    scale reads the same scale of its input and (through its strided
+    branch) the next finer one, and a transition reads the same scale: so
+    going back from the block's end, each MSD layer needs one more scale,
+    until a layer needs all. The finer scales of a block's last layers are
+    read only by the next block: the samples that leave at this block's
+    exit need not compute them.
+
+    Args:
+        block: a block's layers (`MSDStem`, `MSDLayer`, `MSDTransition`).
+        n_scales: the network's number of scales.
+
+    Returns:
+        A tuple, one entry per layer: a sorted tuple of positions, or `None`.
+    """
+    need, cone = {n_scales - 1}, []
+    for layer in reversed(block):
+        if need is None or isinstance(layer, MSDStem):
+            cone.append(None)
+            need = None
+            continue
+        if isinstance(layer, MSDLayer):
+            offset, in_offset = layer.offset, n_scales - layer.in_scales
+            outputs = set(range(offset, n_scales))
+            reads = set()
+            for s in need:
+                # Output scale s reads input scale s; its strided branch
+                # (where there is one) the finer scale s - 1.
+                reads.add(s)
+                if layer.down[s - offset] is not None:
+                    reads.add(s - 1)
+            inputs = set(range(in_offset, n_scales))
+        else:  # a transition: one 1x1 conv per scale
+            offset = n_scales - len(layer.channels)
+            outputs = inputs = set(range(offset, n_scales))
+            reads = set(need)
+        cone.append(None if need == outputs else tuple(sorted(s - offset for s in need)))
+        need = None if reads == inputs else reads
+    return tuple(reversed(cone))
 
 
 @keras.saving.register_keras_serializable(package="adaptive_zoo")
@@ -207,6 +254,7 @@ class MSDNet(MultiExitModel):
             self.blocks.append(block)
             self.heads.append(MultiScaleDenseExit(num_classes, width=head_width, name=f"exit{i}"))
         self._reserves = msdnet_reserves(self.blocks, (None,) + self.image_shape)
+        self._cones = tuple(msdnet_exit_cone(block, len(gr_factor)) for block in self.blocks)
         self.build()
         weights_lib.load_weights(self, weights, family="msdnet")
 
@@ -225,20 +273,68 @@ class MSDNet(MultiExitModel):
     def _exit(self, k, state, training=None):
         return self.heads[k](state, training=training)
 
-    def _stage_layers(self, k):
-        return self.blocks[k] + [self.heads[k]]
+    def _rest_start(self, k):
+        """The first layer of block `k` that its exit does not need whole
+        (the block's length if there is none)."""
+        cone = self._cones[k]
+        return next((i for i, scales in enumerate(cone) if scales is not None), len(cone))
 
-    def _stage_flops(self):
-        shape = self.image_shape
-        shapes = (None,) + shape
+    def _stage_for_exit(self, k, state, training=None):
+        """Block `k` as far as its exit reads it (`msdnet_exit_cone`):
+        `carried` is the input of the first layer computed in part, then
+        the scales computed of it and of each later layer."""
+        start = self._rest_start(k)
+        carried = None
+        for i, (layer, reserve, scales) in enumerate(zip(self.blocks[k], self._reserves[k],
+                                                         self._cones[k])):
+            if i == start:
+                carried = list(state)
+            kwargs = {} if reserve is None else {"reserve": reserve}
+            if scales is not None:
+                kwargs["scales"] = scales
+            state = layer(state, training=training, **kwargs)
+            if scales is not None:
+                carried += [state[j] for j in scales]
+        return state, (state if carried is None else carried)
+
+    def _stage_rest(self, k, carried, training=None):
+        """The scales of block `k` that `_stage_for_exit` left out."""
+        start = self._rest_start(k)
+        if start == len(self.blocks[k]):
+            return carried
+        layers = self.blocks[k][start:]
+        size = _input_scales(layers[0])
+        state, computed = list(carried[:size]), iter(carried[size:])
+        for layer, reserve, scales in zip(layers, self._reserves[k][start:], self._cones[k][start:]):
+            outputs = _output_scales(layer)
+            done = {j: next(computed) for j in scales}
+            kwargs = {} if reserve is None else {"reserve": reserve}
+            rest = layer(state, training=training,
+                         scales=tuple(j for j in range(outputs) if j not in done), **kwargs)
+            state = [done[j] if j in done else rest[j] for j in range(outputs)]
+        return state
+
+    def _stage_layers(self, k):
+        # Stage k also completes block k - 1 for the samples that go on.
+        before = self.blocks[k - 1][self._rest_start(k - 1):] if k else []
+        return before + self.blocks[k] + [self.heads[k]]
+
+    def _stage_flops(self, for_exit=False):
+        """Cost per image of each block (with `for_exit`, of the part its
+        exit reads: `msdnet_exit_cone`)."""
+        shapes = (None,) + self.image_shape
         result = []
-        for block in self.blocks:
+        for block, cone in zip(self.blocks, self._cones):
             total = 0
-            for layer in block:
-                total += layer.flops(shapes)
+            for layer, scales in zip(block, cone):
+                partial = for_exit and scales is not None  # (the stem has no `scales`)
+                total += layer.flops(shapes, scales=scales) if partial else layer.flops(shapes)
                 shapes = layer.compute_output_shape(shapes)
             result.append(total)
         return result
+
+    def _stage_for_exit_flops(self):
+        return self._stage_flops(for_exit=True)
 
     def _exit_own_flops(self):
         shapes = (None,) + self.image_shape
@@ -251,6 +347,16 @@ class MSDNet(MultiExitModel):
 
     def _family_config(self):
         return dict(self.arch)
+
+
+def _input_scales(layer):
+    """How many scales an MSD layer or transition takes."""
+    return layer.in_scales if isinstance(layer, MSDLayer) else len(layer.channels)
+
+
+def _output_scales(layer):
+    """How many scales an MSD layer or transition gives."""
+    return layer.out_scales if isinstance(layer, MSDLayer) else len(layer.channels)
 
 
 def MSDNetCIFARAnytime(num_classes=100, n_blocks=7, input_shape=(32, 32, 3), weights=None, **kwargs):

@@ -4,8 +4,10 @@ real early exit.
 A subclass describes its network as `num_exits` stages, each followed by an
 exit: `_stage(k, state)` maps the state after stage `k - 1` (the input image
 for `k = 0`) to the state after stage `k`, `_exit(k, state)` gives exit `k`'s
-logits, and `_stage_flops()` / `_exit_own_flops()` give their costs per image.
-Everything else is here:
+logits, and `_stage_flops()` / `_exit_own_flops()` give their costs per image. A
+subclass may also split a stage in two (`_stage_for_exit`, `_stage_rest`):
+the part that its exit reads, and the rest, which only the samples that go
+on need. Everything else is here:
 
 - `model(x)`: the last exit.
 - `model(x, exits="all")`: every exit (the dense path; also what training
@@ -72,12 +74,34 @@ class MultiExitModel(ZooModel):
     def _exit(self, k, state, training=None):
         raise NotImplementedError
 
+    def _stage_for_exit(self, k, state, training=None):
+        """Stage `k` as far as exit `k` reads it, for inference.
+
+        Returns `(exit_input, carried)`: what `_exit(k, ...)` takes, and a
+        list of tensors from which `_stage_rest(k, carried)` completes the
+        state after stage `k`. The default runs the whole stage (nothing is
+        left for `_stage_rest`); a subclass whose exit reads only part of
+        its stage's output computes only that part here, so that the samples
+        that leave at exit `k` are not computed further than their exit.
+        """
+        state = self._stage(k, state, training=training)
+        return state, state
+
+    def _stage_rest(self, k, carried, training=None):
+        """The state after stage `k` from `_stage_for_exit`'s `carried`."""
+        return carried
+
     def classifier_layers(self):
         return [head.dense for head in self.heads]
 
     def _stage_flops(self):
         """Cost per image of each stage (stage 0 includes the stem)."""
         raise NotImplementedError
+
+    def _stage_for_exit_flops(self):
+        """Cost per image of each stage's `_stage_for_exit` part (default:
+        the whole stage)."""
+        return self._stage_flops()
 
     def _stage_layers(self, k):
         """The layers that stage `k` and its exit call, or `None` (default)
@@ -108,6 +132,19 @@ class MultiExitModel(ZooModel):
         for s, h in zip(stages, heads):
             total += s + h
             result.append(total)
+        return result
+
+    def computed_exit_flops(self):
+        """What early exit computes for a sample that leaves at each exit:
+        the stages before it, of its own stage the part that its exit reads
+        (`_stage_for_exit`), and every head up to it. At most `exit_flops()`
+        (the authors' cost, which counts the exit's whole stage, and which
+        `return_cost`, the calibration and the anytime rule use)."""
+        stages, parts, heads = self._stage_flops(), self._stage_for_exit_flops(), self._exit_own_flops()
+        result, before = [], 0
+        for k in range(self.num_exits):
+            result.append(before + parts[k] + sum(heads[: k + 1]))
+            before += stages[k]
         return result
 
     def path_flops(self, k):
@@ -207,9 +244,12 @@ class MultiExitModel(ZooModel):
         return outputs
 
     def _anytime(self, inputs, k, training=None):
+        """Exit `k` (inference): the stages before it, and of stage `k` what
+        the exit reads."""
         state = inputs
-        for j in range(k + 1):
+        for j in range(k):
             state = self._stage(j, state, training=training)
+        state, _ = self._stage_for_exit(k, state, training=training)
         return self._exit(k, state, training=training)
 
     def _serving_fn(self, budget, mode):
@@ -278,15 +318,24 @@ class MultiExitModel(ZooModel):
         return [float(t) for t in self.calibration.thresholds_for(budget)]
 
     def _stage_and_exit_fn(self, k):
-        """Stage `k` and its exit: `(*state) -> (state, logits, confidence)`."""
+        """Stage `k` and its exit, as early exit runs them:
+        `(*carried) -> (carried, logits, confidence)`. `carried` is what
+        stage `k - 1` hands on (`_stage_for_exit`; the images for `k = 0`):
+        the rest of stage `k - 1` runs here first, so only on the samples
+        that did not leave at exit `k - 1`. The last stage hands on nothing."""
 
-        def run(*state):
+        def run(*carried):
             # Stage 0 takes the image; later stages a list of feature maps
             # (possibly of length one).
-            state = state[0] if k == 0 else list(state)
-            state = self._stage(k, state, training=False)
-            logits = self._exit(k, state, training=False)
-            return state, logits, ops.max(ops.softmax(logits, axis=-1), axis=-1)
+            if k == 0:
+                state = carried[0]
+            else:
+                state = self._stage_rest(k - 1, list(carried), training=False)
+            exit_input, carried = self._stage_for_exit(k, state, training=False)
+            logits = self._exit(k, exit_input, training=False)
+            if k == self.num_exits - 1:
+                carried = []
+            return carried, logits, ops.max(ops.softmax(logits, axis=-1), axis=-1)
 
         return run
 
