@@ -136,21 +136,15 @@ def msdnet_exit_cone(block, n_scales):
             cone.append(None)
             need = None
             continue
+        offset = n_scales - _output_scales(layer)
+        outputs = set(range(offset, n_scales))
+        inputs = set(range(n_scales - _input_scales(layer), n_scales))
+        # Output scale s reads input scale s, and an MSD layer's strided
+        # branch (where there is one) the finer scale s - 1; a transition's
+        # 1x1 conv reads its own scale only.
+        reads = set(need)
         if isinstance(layer, MSDLayer):
-            offset, in_offset = layer.offset, n_scales - layer.in_scales
-            outputs = set(range(offset, n_scales))
-            reads = set()
-            for s in need:
-                # Output scale s reads input scale s; its strided branch
-                # (where there is one) the finer scale s - 1.
-                reads.add(s)
-                if layer.down[s - offset] is not None:
-                    reads.add(s - 1)
-            inputs = set(range(in_offset, n_scales))
-        else:  # a transition: one 1x1 conv per scale
-            offset = n_scales - len(layer.channels)
-            outputs = inputs = set(range(offset, n_scales))
-            reads = set(need)
+            reads |= {s - 1 for s in need if layer.down[s - offset] is not None}
         cone.append(None if need == outputs else tuple(sorted(s - offset for s in need)))
         need = None if reads == inputs else reads
     return tuple(reversed(cone))
@@ -264,10 +258,7 @@ class MSDNet(MultiExitModel):
 
     def _stage(self, k, state, training=None):
         for layer, reserve in zip(self.blocks[k], self._reserves[k]):
-            if reserve is None:
-                state = layer(state, training=training)
-            else:
-                state = layer(state, training=training, reserve=reserve)
+            state = _call(layer, state, training, reserve)
         return state
 
     def _exit(self, k, state, training=None):
@@ -289,10 +280,7 @@ class MSDNet(MultiExitModel):
                                                          self._cones[k])):
             if i == start:
                 carried = list(state)
-            kwargs = {} if reserve is None else {"reserve": reserve}
-            if scales is not None:
-                kwargs["scales"] = scales
-            state = layer(state, training=training, **kwargs)
+            state = _call(layer, state, training, reserve, scales)
             if scales is not None:
                 carried += [state[j] for j in scales]
         return state, (state if carried is None else carried)
@@ -308,9 +296,7 @@ class MSDNet(MultiExitModel):
         for layer, reserve, scales in zip(layers, self._reserves[k][start:], self._cones[k][start:]):
             outputs = _output_scales(layer)
             done = {j: next(computed) for j in scales}
-            kwargs = {} if reserve is None else {"reserve": reserve}
-            rest = layer(state, training=training,
-                         scales=tuple(j for j in range(outputs) if j not in done), **kwargs)
+            rest = _call(layer, state, training, reserve, tuple(j for j in range(outputs) if j not in done))
             state = [done[j] if j in done else rest[j] for j in range(outputs)]
         return state
 
@@ -347,6 +333,17 @@ class MSDNet(MultiExitModel):
 
     def _family_config(self):
         return dict(self.arch)
+
+
+def _call(layer, state, training, reserve=None, scales=None):
+    """`layer(state)` with `reserve` and `scales` passed only when given
+    (the stem and transitions take no `reserve`, the stem no `scales`)."""
+    kwargs = {}
+    if reserve is not None:
+        kwargs["reserve"] = reserve
+    if scales is not None:
+        kwargs["scales"] = scales
+    return layer(state, training=training, **kwargs)
 
 
 def _input_scales(layer):

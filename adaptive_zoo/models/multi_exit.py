@@ -140,12 +140,8 @@ class MultiExitModel(ZooModel):
         (`_stage_for_exit`), and every head up to it. At most `exit_flops()`
         (the authors' cost, which counts the exit's whole stage, and which
         `return_cost`, the calibration and the anytime rule use)."""
-        stages, parts, heads = self._stage_flops(), self._stage_for_exit_flops(), self._exit_own_flops()
-        result, before = [], 0
-        for k in range(self.num_exits):
-            result.append(before + parts[k] + sum(heads[: k + 1]))
-            before += stages[k]
-        return result
+        return [flops - whole + part for flops, whole, part in
+                zip(self.exit_flops(), self._stage_flops(), self._stage_for_exit_flops())]
 
     def path_flops(self, k):
         """Cost of reaching exit `k` without evaluating earlier heads."""
