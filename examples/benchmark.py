@@ -182,6 +182,9 @@ def main(argv=None):
           f"| stream of {args.batches}: MFLOPs/image computed | ideal | efficiency |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     print_efficiency(rows, flops_at=(5, 6), with_time=False)
+    print("\ncost of each exit, MFLOPs per image: the authors' (exit_flops) / what a sample that leaves "
+          "there computes (computed_exit_flops):")
+    print("  " + ", ".join(f"{a / 1e6:.2f} / {c / 1e6:.2f}" for a, c in zip(exit_flops, computed_flops)))
     print("\nsamples of the first batch leaving at each exit:")
     for b, counts in leaving:
         print(f"  b={b:.2f}: {counts}")

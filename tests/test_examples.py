@@ -119,7 +119,8 @@ def test_benchmark_reports_each_budget_and_the_state(monkeypatch, capsys):
     assert half_one < full_one and half_stream < full_stream
     # What ran is at most the authors' cost that `return_cost` reports.
     assert ran_one <= half_one and ran_stream <= half_stream
-    assert "efficiency" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "efficiency" in out and "computed_exit_flops" in out
     # --state: the state each stage hands on, per image, as the stages make it.
     mib = benchmark.main(["--model", "tiny", "--state"])
     assert len(mib) == 4 and all(m > 0 for m in mib[:-1])
