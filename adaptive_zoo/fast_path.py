@@ -718,6 +718,38 @@ def conv2d(inputs, kernel, bias, strides=1, padding=0, depthwise=False):
     return ops.conv(inputs, kernel, strides=strides, padding=mode) + bias
 
 
+def inference_kernel(kernel, depthwise=False):
+    """A convolution kernel `(k, k, C_in, C_out)` laid out in memory the way
+    `conv2d` reads it fastest, for a kernel kept between calls (BatchNorm
+    folded in, `fast_path.memoized`).
+
+    On PyTorch with gradients off, a copy whose `(C_out, C_in, k, k)` view
+    (what `conv2d` hands to `torch.nn.functional.conv2d`) is channels-last
+    contiguous, the input's own layout: oneDNN then prepares the weights
+    faster on every call than from the plain `(k, k, C_in, C_out)` memory.
+    One-off timings (2026-12-07): MSDNet CIFAR's 3x3 and 1x1 convolutions
+    5-25% faster at batches of 2-16 images; its seven stages alone 10-20%
+    faster at batch 1-16 and about 6% at batch 64. Same values; the shape
+    and indexing are unchanged. Elsewhere (and for depthwise kernels,
+    already in that order) `kernel` itself.
+
+    Args:
+        kernel: `(k, k, C_in, C_out)`, or `(k, k, C, 1)` if `depthwise`.
+        depthwise: one filter per input channel.
+
+    Returns:
+        A kernel of the same shape and values.
+    """
+    if depthwise or keras.backend.backend() != "torch":
+        return kernel
+    import torch
+
+    if torch.is_grad_enabled() or not isinstance(kernel, torch.Tensor):
+        return kernel
+    oihw = kernel.permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
+    return oihw.permute(2, 3, 1, 0)
+
+
 def _symmetric_padding(inputs, k, strides, padding):
     """`(inputs, mode)` for a `keras.ops` convolution of a `k`x`k` kernel
     with PyTorch's `padding` on every side: `"same"` at stride 1 where it

@@ -397,6 +397,39 @@ def test_native_resize_keeps_the_dtype():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.cast(out, "float32")), 1.0)
 
 
+def test_inference_kernel_keeps_the_values_and_convolves_the_same():
+    import contextlib
+
+    rng = np.random.default_rng(5)
+    x = keras.ops.convert_to_tensor(rng.normal(size=(2, 6, 6, 5)).astype("float32"))
+    bias = keras.ops.convert_to_tensor(rng.normal(size=(4,)).astype("float32"))
+    no_grad = contextlib.nullcontext()
+    if keras.backend.backend() == "torch":
+        import torch
+
+        no_grad = torch.no_grad()
+    with no_grad:
+        for k, strides, padding in ((3, 1, 1), (3, 2, 1), (1, 1, 0)):
+            kernel = keras.ops.convert_to_tensor(rng.normal(size=(k, k, 5, 4)).astype("float32"))
+            laid = fast_path.inference_kernel(kernel)
+            assert tuple(laid.shape) == (k, k, 5, 4)
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(laid),
+                                          keras.ops.convert_to_numpy(kernel))
+            np.testing.assert_allclose(
+                keras.ops.convert_to_numpy(fast_path.conv2d(x, laid, bias, strides, padding)),
+                keras.ops.convert_to_numpy(fast_path.conv2d(x, kernel, bias, strides, padding)),
+                rtol=1e-5, atol=1e-5)
+            if keras.backend.backend() == "torch":
+                # The (C_out, C_in, k, k) view conv2d passes on: channels-last memory.
+                assert laid.permute(3, 2, 0, 1).is_contiguous(memory_format=torch.channels_last)
+            else:
+                assert laid is kernel
+        depthwise = keras.ops.ones((3, 3, 5, 1))
+        assert fast_path.inference_kernel(depthwise, depthwise=True) is depthwise
+    if keras.backend.backend() == "torch":  # with gradients recorded: untouched
+        assert fast_path.inference_kernel(kernel) is kernel
+
+
 def test_memoized_recomputes_after_the_weights_change():
     layer = keras.layers.Dense(2)
     layer.build((None, 2))

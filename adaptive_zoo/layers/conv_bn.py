@@ -185,7 +185,9 @@ class ConvBNAct(Layer):
     def _fold(self, kernel, gamma, beta, mean, variance, bias=None):
         """The convolution's kernel and bias with BatchNorm folded in,
         computed in the variables' dtype and cast to the layer's compute
-        dtype (they differ under mixed precision)."""
+        dtype (they differ under mixed precision); the kernel laid out as
+        the backend's convolution reads it fastest
+        (`fast_path.inference_kernel`)."""
         kernel, gamma, beta, mean, variance = (
             ops.cast(t, self.variable_dtype) for t in (kernel, gamma, beta, mean, variance))
         scale = gamma * ops.rsqrt(variance + self.bn.epsilon)
@@ -196,7 +198,8 @@ class ConvBNAct(Layer):
             kernel = kernel * ops.reshape(scale, (-1, 1))
         else:
             kernel = kernel * scale
-        return ops.cast(kernel, self.compute_dtype), ops.cast(shift, self.compute_dtype)
+        kernel = fast_path.inference_kernel(ops.cast(kernel, self.compute_dtype), self.depthwise)
+        return kernel, ops.cast(shift, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape
