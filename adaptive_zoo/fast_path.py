@@ -697,10 +697,8 @@ def conv2d(inputs, kernel, bias, strides=1, padding=0, depthwise=False):
             y = torch.mm(rows, w) if bias is None else torch.addmm(bias, rows, w)
             return y.view(*inputs.shape[:3], w.shape[1])
         x = inputs.permute(0, 3, 1, 2)  # a channels-last NCHW view, no copy
-        if depthwise:
-            w, groups = kernel.permute(2, 3, 0, 1), kernel.shape[2]
-        else:
-            w, groups = kernel.permute(3, 2, 0, 1), 1
+        w = kernel.permute(*_TORCH_WEIGHT_ORDER[bool(depthwise)])
+        groups = kernel.shape[2] if depthwise else 1
         y = F.conv2d(x, w, bias, stride=strides, padding=padding, groups=groups)
         return y.permute(0, 2, 3, 1)
     if keras.backend.backend() == "tensorflow" and inputs.shape[0] == 0:
@@ -718,20 +716,28 @@ def conv2d(inputs, kernel, bias, strides=1, padding=0, depthwise=False):
     return ops.conv(inputs, kernel, strides=strides, padding=mode) + bias
 
 
+# PyTorch's `(C_out, C_in / groups, k, k)` weight from Keras' kernel
+# `(k, k, C_in, C_out)` (depthwise: `(k, k, C, 1)`), keyed by `depthwise`.
+_TORCH_WEIGHT_ORDER = {False: (3, 2, 0, 1), True: (2, 3, 0, 1)}
+
+
 def inference_kernel(kernel, depthwise=False):
     """A convolution kernel `(k, k, C_in, C_out)` laid out in memory the way
     `conv2d` reads it fastest, for a kernel kept between calls (BatchNorm
     folded in, `fast_path.memoized`).
 
     On PyTorch with gradients off, a copy whose `(C_out, C_in, k, k)` view
-    (what `conv2d` hands to `torch.nn.functional.conv2d`) is channels-last
-    contiguous, the input's own layout: oneDNN then prepares the weights
-    faster on every call than from the plain `(k, k, C_in, C_out)` memory.
-    One-off timings (2026-12-07): MSDNet CIFAR's 3x3 and 1x1 convolutions
-    5-25% faster at batches of 2-16 images; its seven stages alone 10-20%
-    faster at batch 1-16 and about 6% at batch 64. Same values; the shape
-    and indexing are unchanged. Elsewhere (and for depthwise kernels,
-    already in that order) `kernel` itself.
+    (the weight `conv2d` hands to `torch.nn.functional.conv2d`) is
+    channels-last contiguous, the input's own layout: oneDNN then prepares
+    the weights faster at every call than from Keras' `(k, k, C_in, C_out)`
+    memory. One-off timings (2026-12-07): MSDNet CIFAR's 3x3 and 1x1
+    convolutions 5-25% faster at batches of 2-16 images and 3-8% at 64, its
+    seven stages alone 10-20% faster at batch 1-16 and about 6% at batch 64.
+    Same values; the shape and indexing are unchanged. Elsewhere, and for
+    depthwise kernels, `kernel` itself: laid out the same way, a depthwise
+    kernel made DMNN-MobileNetV2's skipping path no faster on PyTorch (b =
+    0.5: 95.0-100.9 against 87.9-94.6 ms in three alternating pairs; some of
+    its depthwise convolutions at batch 64 were slower).
 
     Args:
         kernel: `(k, k, C_in, C_out)`, or `(k, k, C, 1)` if `depthwise`.
@@ -746,8 +752,9 @@ def inference_kernel(kernel, depthwise=False):
 
     if torch.is_grad_enabled() or not isinstance(kernel, torch.Tensor):
         return kernel
-    oihw = kernel.permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
-    return oihw.permute(2, 3, 1, 0)
+    order = _TORCH_WEIGHT_ORDER[False]
+    weight = kernel.permute(*order).contiguous(memory_format=torch.channels_last)
+    return weight.permute(*np.argsort(order).tolist())
 
 
 def _symmetric_padding(inputs, k, strides, padding):

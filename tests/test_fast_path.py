@@ -424,7 +424,7 @@ def test_inference_kernel_keeps_the_values_and_convolves_the_same():
                 assert laid.permute(3, 2, 0, 1).is_contiguous(memory_format=torch.channels_last)
             else:
                 assert laid is kernel
-        depthwise = keras.ops.ones((3, 3, 5, 1))
+        depthwise = keras.ops.ones((3, 3, 5, 1))  # measured no faster laid out: kept
         assert fast_path.inference_kernel(depthwise, depthwise=True) is depthwise
     if keras.backend.backend() == "torch":  # with gradients recorded: untouched
         assert fast_path.inference_kernel(kernel) is kernel
