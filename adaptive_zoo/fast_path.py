@@ -730,9 +730,10 @@ def inference_kernel(kernel, depthwise=False):
     (the weight `conv2d` hands to `torch.nn.functional.conv2d`) is
     channels-last contiguous, the input's own layout: oneDNN then prepares
     the weights faster at every call than from Keras' `(k, k, C_in, C_out)`
-    memory. One-off timings (2026-12-07): MSDNet CIFAR's 3x3 and 1x1
-    convolutions 5-25% faster at batches of 2-16 images and 3-8% at 64, its
-    seven stages alone 10-20% faster at batch 1-16 and about 6% at batch 64.
+    memory. One-off CPU timings (2026-12-07; not measured on a GPU): MSDNet
+    CIFAR's 3x3 and 1x1 convolutions 5-25% faster at batches of 2-16 images
+    and 3-8% at 64, its seven stages alone 10-20% faster at batch 1-16 and
+    about 6% at batch 64.
     Same values; the shape and indexing are unchanged. Elsewhere, and for
     depthwise kernels, `kernel` itself: laid out the same way, a depthwise
     kernel made DMNN-MobileNetV2's skipping path no faster on PyTorch (b =
