@@ -665,7 +665,7 @@ class _ExitPipeline:
         """Run what still waits; `(logits, cost)` NumPy arrays in push order."""
         self._run(finishing=True)
         positions = np.concatenate([p for p, _, _ in self.done])
-        logits = np.concatenate([l for _, l, _ in self.done])
+        logits = np.concatenate([out for _, out, _ in self.done])
         exits = np.concatenate([np.full((len(p),), k) for p, _, k in self.done])
         order = np.argsort(positions, kind="stable")
         return logits[order], self.exit_flops[exits[order]]
