@@ -733,12 +733,13 @@ def inference_kernel(kernel, depthwise=False):
     memory. One-off CPU timings (2026-12-07; not measured on a GPU): MSDNet
     CIFAR's 3x3 and 1x1 convolutions 5-25% faster at batches of 2-16 images
     and 3-8% at 64, its seven stages alone 10-20% faster at batch 1-16 and
-    about 6% at batch 64.
-    Same values; the shape and indexing are unchanged. Elsewhere, and for
-    depthwise kernels, `kernel` itself: laid out the same way, a depthwise
-    kernel made DMNN-MobileNetV2's skipping path no faster on PyTorch (b =
-    0.5: 95.0-100.9 against 87.9-94.6 ms in three alternating pairs; some of
-    its depthwise convolutions at batch 64 were slower).
+    about 6% at batch 64. Same values; the shape and indexing are unchanged.
+
+    Elsewhere, and for depthwise kernels, `kernel` itself: laid out the same
+    way, a depthwise kernel made DMNN-MobileNetV2's skipping path no faster
+    on PyTorch (b = 0.5: 95.0-100.9 against 87.9-94.6 ms in three
+    alternating pairs; some of its depthwise convolutions at batch 64 were
+    slower).
 
     Args:
         kernel: `(k, k, C_in, C_out)`, or `(k, k, C, 1)` if `depthwise`.
