@@ -27,6 +27,9 @@ from adaptive_zoo.models import (
     RANetCIFARAnytime,
     RANetCIFARBudgeted,
     RANetImageNet,
+    create_model,
+    describe_model,
+    list_models,
 )
 
 __version__ = "0.1.0"

@@ -1,5 +1,6 @@
 """Model families, one module each."""
 
+from adaptive_zoo.models.catalog import create_model, describe_model, list_models
 from adaptive_zoo.models.cnmm import CNMM, CNMMCIFAR, CNMMTiny
 from adaptive_zoo.models.msdnet import (
     MSDNet,
