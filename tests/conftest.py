@@ -3,6 +3,7 @@
 import gzip
 import json
 import os
+import tempfile
 
 import keras
 import numpy as np
@@ -43,6 +44,19 @@ def _full_float32_on_gpus():
 
 
 _full_float32_on_gpus()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_files_under_pytests_directory(tmp_path_factory):
+    """Python's temporary files and directories of the suite go under pytest's
+    own temporary directory (which keeps only its last few runs): tfds makes
+    an empty directory in the system's temporary directory for every builder
+    of data it does not find prepared (its `initialize_from_bucket`), 13 per
+    run of the tfds tests, and never removes them."""
+    before = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("tempfile"))
+    yield
+    tempfile.tempdir = before
 
 
 # A tiny RANet in the authors' flags: three sub-networks, 3 exits, fusion
