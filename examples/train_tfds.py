@@ -13,6 +13,10 @@ ImageNet, a `manual_dir` holding the ILSVRC2012 tar files
     KERAS_BACKEND=torch python examples/train_tfds.py --model msdnet_imagenet_step4 \\
         --dataset imagenet --manual-dir /data/ilsvrc2012 --out runs/msdnet_in
 
+`--model` is any name of `adaptive_zoo.list_models()` (the published
+configurations; the two demo nets built for 32x32 colour images), or
+`dmnn_tiny`, a small DMNN for a first try of the pipeline.
+
 The recipe is the MSDNet and RANet authors' (`../shared/reference/PAPERS.md`):
 SGD with momentum 0.9, weight decay 1e-4 and learning rate 0.1, divided by 10
 at half and three quarters of the epochs on CIFAR (300 epochs, batch 64) and
@@ -69,33 +73,29 @@ from adaptive_zoo import data  # noqa: E402
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 
-# name -> (constructor, its arguments for a dataset, family)
-MODELS = {
-    "msdnet_cifar_anytime": ("MSDNetCIFARAnytime", lambda d: {}, "msdnet"),
-    "msdnet_cifar_budgeted": ("MSDNetCIFARBudgeted", lambda d: {}, "msdnet"),
-    "msdnet_imagenet_step4": ("MSDNetImageNet", lambda d: {"step": 4}, "msdnet"),
-    "ranet_cifar_anytime": ("RANetCIFARAnytime", lambda d: {}, "ranet"),
-    "ranet_cifar_budgeted": ("RANetCIFARBudgeted", lambda d: {}, "ranet"),
-    "ranet_imagenet": ("RANetImageNet", lambda d: {"n_channels": 64}, "ranet"),
-    "dmnn50_cifar": ("DMNN50CIFAR", lambda d: _dmnn_arguments(d, sub_blocks=4, target_rate=0.7), "dmnn"),
-    "dmnn50": ("DMNN50", lambda d: _dmnn_arguments(d, sub_blocks=2, target_rate=0.5), "dmnn"),
-    "cnmm_cifar": ("CNMMCIFAR", lambda d: {}, "cnmm"),
-    # Small ones, for a first try of the pipeline (and the tests).
-    "msdnet_tiny": ("MSDNetTiny", lambda d: {"input_shape": (32, 32, 3)}, "msdnet"),
-    "dmnn_tiny": ("DMNNResNet", lambda d: dict(_dmnn_arguments(d, sub_blocks=2, target_rate=0.5),
-                                               depths=(2, 2), base_width=4, cifar_stem=True,
-                                               input_shape=(32, 32, 3)), "dmnn"),
-    "cnmm_tiny": ("CNMM", lambda d: {"depth": 3, "widths": (4, 8), "input_shape": (32, 32, 3)}, "cnmm"),
-}
+# Every preset of `adaptive_zoo.list_models()`, plus a small DMNN for a first
+# try of the pipeline (and the tests). The two demo presets are built for the
+# dataset's 32x32 colour images.
+SMALL = {"msdnet_tiny": {"input_shape": (32, 32, 3)}, "cnmm_tiny": {"input_shape": (32, 32, 3)}}
+MODELS = adaptive_zoo.list_models() + ["dmnn_tiny"]
 
 
-def _dmnn_arguments(dataset, sub_blocks, target_rate):
-    return {
-        "sub_blocks": sub_blocks,
-        "target_rate": target_rate,
-        "category_map": "cifar100" if dataset == "cifar100" else None,
-        "resource_weight": 1.0 if dataset == "imagenet" else 2.0,
-    }
+def model_arguments(name, dataset):
+    """`(constructor name, its arguments for `dataset`, family)` of `--model name`:
+    the preset's arguments, `num_classes`, and DMNN's resource weight and
+    category map for the dataset."""
+    if name == "dmnn_tiny":
+        constructor, arguments, family = "DMNNResNet", dict(
+            sub_blocks=2, target_rate=0.5, depths=(2, 2), base_width=4, cifar_stem=True,
+            input_shape=(32, 32, 3)), "dmnn"
+    else:
+        preset = adaptive_zoo.describe_model(name)
+        constructor, family = preset.constructor.__name__, preset.family
+        arguments = dict(preset.arguments, **SMALL.get(name, {}))
+    if family == "dmnn":
+        arguments.update(category_map="cifar100" if dataset == "cifar100" else None,
+                         resource_weight=1.0 if dataset == "imagenet" else 2.0)
+    return constructor, dict(arguments, num_classes=NUM_CLASSES[dataset]), family
 
 
 def recipe(dataset, epochs=None, batch_size=None, holdout=None, family="msdnet"):
@@ -219,11 +219,10 @@ def main(argv=None):
     out = os.path.abspath(args.out)
     if os.path.exists(out):
         raise SystemExit(f"{out} exists; choose a new --out (results are never overwritten).")
-    constructor, arguments, family = MODELS[args.model]
+    constructor, arguments, family = model_arguments(args.model, args.dataset)
     if family == "cnmm" and args.holdout:
         raise SystemExit("--holdout: a CNMM needs no calibration (a budget is a pruned graph), so "
                          "no training images are held out for it; leave --holdout out.")
-    arguments = dict(arguments(args.dataset), num_classes=NUM_CLASSES[args.dataset])
     plan = recipe(args.dataset, args.epochs, args.batch_size, args.holdout, family)
 
     scope, devices = data_parallel() if args.data_parallel else (contextlib.nullcontext(), 1)

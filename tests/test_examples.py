@@ -7,6 +7,7 @@ few stand-in Fashion-MNIST images."""
 
 import csv
 import importlib.util
+import inspect
 import json
 import os
 import subprocess
@@ -167,6 +168,22 @@ def test_fashion_mnist_dmnn_script_compares_with_every_gate_on(tmp_path, capsys)
     assert model.cheapest_budget() <= result["mean_cost"] <= 1.0
     printed = capsys.readouterr().out
     assert "gates as trained" in printed and "same network with every gate on" in printed
+
+
+def test_training_on_a_tfds_copy_takes_every_preset():
+    # `--model` is any name of `adaptive_zoo.list_models()` (plus a small
+    # DMNN); checked without building (the ImageNet presets are large).
+    train = _load("train_tfds")
+    assert set(adaptive_zoo.list_models()) < set(train.MODELS)
+    for name in train.MODELS:
+        for dataset in train.NUM_CLASSES:
+            constructor, arguments, family = train.model_arguments(name, dataset)
+            inspect.signature(getattr(adaptive_zoo, constructor)).bind(**arguments)
+            assert arguments["num_classes"] == train.NUM_CLASSES[dataset]
+            if family == "dmnn":
+                assert arguments["category_map"] == ("cifar100" if dataset == "cifar100" else None)
+    assert train.model_arguments("msdnet_imagenet_step6", "imagenet") == (
+        "MSDNetImageNet", {"step": 6, "num_classes": 1000}, "msdnet")
 
 
 @pytest.mark.parametrize("model", ["msdnet_tiny", "dmnn_tiny", "cnmm_tiny"])
