@@ -120,7 +120,8 @@ def print_efficiency(rows, flops_at, with_time):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="cifar_anytime", choices=sorted(MODELS))
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--batches", type=int, default=8,

@@ -112,7 +112,8 @@ def multi_exit_rows(model, held, test, profile):
             acc, spent = accuracy(logits, y_test), float(np.mean(cost))
             rows.append((mode, b, spent / full, spent, acc))
             print(f"| {b:.2f} | {mode} | {spent / 1e6:.3f} | {spent / full:.3f} | {acc:.4f} |")
-    print("(anytime: every sample goes to the deepest exit whose cost, earlier heads included, fits the budget;\n"
+    print("(anytime: every sample goes to the deepest exit whose cost, earlier heads included, fits the "
+          "budget;\n"
           " it runs only that exit's head, so it can spend less than the budget)")
     return rows
 
@@ -185,7 +186,8 @@ MODELS = {
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="msdnet", choices=sorted(MODELS))
     parser.add_argument("--epochs", type=int, default=None,
                         help="training epochs (default: 12 for msdnet, 16 for dmnn and cnmm)")

@@ -183,7 +183,8 @@ def measure(model, family, test, budgets, full):
                                          verbose=0)
             correct, spent = correct + np.sum(logits.argmax(-1) == y), spent + [cost]
         else:
-            correct = correct + np.sum(model.predict_all_exits(images, verbose=0).argmax(-1) == y[None, :], axis=1)
+            predicted = model.predict_all_exits(images, verbose=0).argmax(-1)
+            correct = correct + np.sum(predicted == y[None, :], axis=1)
     labels = np.concatenate(labels)
     if family in ("dmnn", "cnmm"):
         kind = "gates as trained" if family == "dmnn" else "whole mixture"
@@ -193,7 +194,8 @@ def measure(model, family, test, budgets, full):
                 for k, (hits, flops) in enumerate(zip(correct, model.exit_flops()))]
     for b in budgets:
         logits, cost = model.predict(test, budget=b, return_cost=True, verbose=2)
-        rows.append(_row("budget", np.mean(logits.argmax(-1) == labels), float(np.mean(cost)) / full, budget=b))
+        accuracy = np.mean(logits.argmax(-1) == labels)
+        rows.append(_row("budget", accuracy, float(np.mean(cost)) / full, budget=b))
     return rows
 
 
@@ -212,7 +214,8 @@ def main(argv=None):
     parser.add_argument("--budgets", default="0.25,0.5,0.75,1.0",
                         help="budgets at which to measure the test split (those in the calibrated range)")
     parser.add_argument("--data-parallel", action="store_true",
-                        help="train on every local device (JAX, TensorFlow); --batch-size is the global batch")
+                        help="train on every local device (JAX, TensorFlow); "
+                             "--batch-size is the global batch")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 

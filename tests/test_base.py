@@ -431,7 +431,8 @@ def test_labels_in_a_dataset_are_checked_as_the_loop_reads_them(family):
     bad = y.copy()
     bad[1] = 9  # in the first batch: it stops the loop before any step
     data = tf.data.Dataset.from_tensor_slices((x, bad)).batch(4)
-    message = r"has 5 classes: labels must be class ids in \[0, 5\); a batch holds labels outside, from 9 to 9\."
+    message = (r"has 5 classes: labels must be class ids in \[0, 5\); "
+               r"a batch holds labels outside, from 9 to 9\.")
     with pytest.raises(ValueError, match=message):
         model.fit(data, shuffle=False, verbose=0)
     with pytest.raises(ValueError, match=message):

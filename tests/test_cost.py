@@ -25,7 +25,7 @@ def test_lin_grow_profile_is_cumulative_and_sums_its_parts():
     for k, total in enumerate(profile.exit_flops):
         running += stages[k] + heads[k]
         assert total == running
-    layers = [sum(type(l).__name__ == "MSDLayer" for l in block) for block in model.blocks]
+    layers = [sum(type(layer).__name__ == "MSDLayer" for layer in block) for block in model.blocks]
     assert layers == [1, 2, 3]  # lin_grow: base, then step * i + 1 layers
 
 

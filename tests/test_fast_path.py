@@ -233,10 +233,12 @@ def test_depthwise_conv_avoids_xla_grouped_convolution_on_jax_cpu():
         program = str(jax.make_jaxpr(lambda x, k, s=strides: fast_path.depthwise_conv(x, k, s, 1))(x, kernel))
         assert "conv_general_dilated" not in program
     # conv2d's depthwise case goes through it; a dense one stays an XLA convolution.
-    program = str(jax.make_jaxpr(lambda x, k: fast_path.conv2d(x, k, np.zeros(4, "float32"), 2, 1, True))(x, kernel))
+    program = str(jax.make_jaxpr(
+        lambda x, k: fast_path.conv2d(x, k, np.zeros(4, "float32"), 2, 1, True))(x, kernel))
     assert "conv_general_dilated" not in program
     dense = np.ones((3, 3, 4, 16), "float32")
-    program = str(jax.make_jaxpr(lambda x, k: fast_path.conv2d(x, k, np.zeros(16, "float32"), 2, 1))(x, dense))
+    program = str(jax.make_jaxpr(
+        lambda x, k: fast_path.conv2d(x, k, np.zeros(16, "float32"), 2, 1))(x, dense))
     assert "conv_general_dilated" in program
 
 
@@ -597,7 +599,10 @@ def test_rowwise_programs_with_large_buffers_run_in_row_chunks(splits):
     the allocator's limit runs in several calls on consecutive rows, with
     the same outputs; elsewhere `rowwise` changes nothing."""
     net = _conv_net()
-    fn = lambda x: net(x, training=False)
+
+    def fn(x):
+        return net(x, training=False)
+
     x = np.random.default_rng(0).random((24, 8, 8, 3), dtype=np.float32)
     expected = keras.ops.convert_to_numpy(fn(x))
     whole = fast_path.compile_inference(fn, net.weights, rowwise=True)

@@ -449,7 +449,8 @@ def test_layers_serialize():
     clone = adaptive_zoo.MultiScaleDenseExit.from_config(head.get_config())
     clone.build([x.shape])
     clone.set_weights(head.get_weights())
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(clone([x])), keras.ops.convert_to_numpy(y), atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(clone([x])), keras.ops.convert_to_numpy(y),
+                               atol=1e-6)
     assert tuple(y.shape) == (2, 5)
 
 

@@ -12,7 +12,9 @@ import numpy as np
 from adaptive_zoo import weights
 from adaptive_zoo.convert import mapping
 
-__all__ = ["KINDS", "from_authors", "guess_kind", "load_authors_checkpoint", "load_state_dict", "read_checkpoint"]
+__all__ = [
+    "KINDS", "from_authors", "guess_kind", "load_authors_checkpoint", "load_state_dict", "read_checkpoint",
+]
 
 # kind -> (converter module, model class path)
 KINDS = {

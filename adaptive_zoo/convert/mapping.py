@@ -9,7 +9,10 @@ import numpy as np
 
 from adaptive_zoo.layers.conv_bn import ConvBNAct
 
-__all__ = ["assign", "dash_list", "exit_head_entries", "conv_bn_entries", "conv_entries", "bn_entries", "dense_entries"]
+__all__ = [
+    "assign", "dash_list", "exit_head_entries", "conv_bn_entries", "conv_entries", "bn_entries",
+    "dense_entries",
+]
 
 # Buffers PyTorch saves that have no Keras counterpart.
 _IGNORED_SUFFIXES = (".num_batches_tracked",)

@@ -1,6 +1,8 @@
 """The authors' MSDNet (kalviny/MSDNet-PyTorch): flags and tensor names."""
 
-from adaptive_zoo.convert.mapping import bn_entries, conv_bn_entries, conv_entries, dash_list, exit_head_entries
+from adaptive_zoo.convert.mapping import (
+    bn_entries, conv_bn_entries, conv_entries, dash_list, exit_head_entries,
+)
 from adaptive_zoo.layers.multi_scale_dense import MSDLayer, MSDStem, MSDTransition
 
 # The authors' argument names that shape the network, and their defaults.

@@ -1,6 +1,8 @@
 """The authors' RANet (yangle15/RANet-pytorch): flags and tensor names."""
 
-from adaptive_zoo.convert.mapping import bn_entries, conv_bn_entries, conv_entries, dash_list, exit_head_entries
+from adaptive_zoo.convert.mapping import (
+    bn_entries, conv_bn_entries, conv_entries, dash_list, exit_head_entries,
+)
 from adaptive_zoo.layers.multi_scale_dense import RANetBlock, RANetFusionBlock
 
 # The authors' argument names that shape the network, and their defaults

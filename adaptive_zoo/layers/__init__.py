@@ -19,3 +19,22 @@ from adaptive_zoo.layers.sub_block_branch import (
     InvertedResidualSubBlock,
     SubBlockBranch,
 )
+
+__all__ = [
+    "ConvBNAct",
+    "MSDConv",
+    "MSDLayer",
+    "MSDStem",
+    "MSDTransition",
+    "MultiScaleDenseExit",
+    "RANetBlock",
+    "RANetFusionBlock",
+    "RANetStem",
+    "resize_bilinear_aligned",
+    "GumbelGate",
+    "MixtureEdge",
+    "mix_node",
+    "BottleneckSubBlock",
+    "InvertedResidualSubBlock",
+    "SubBlockBranch",
+]

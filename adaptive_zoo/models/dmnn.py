@@ -930,7 +930,8 @@ class DMNNResNet(DMNN):
                             seed=None if seed is None else seed + len(self.gates),
                             name=f"{name}_gate"))
                 self.block_stage.append(s)
-        self.head = [keras.layers.Dense(self.num_classes, kernel_initializer=AuthorsInit("dense"), name="classifier")]
+        self.head = [keras.layers.Dense(self.num_classes, kernel_initializer=AuthorsInit("dense"),
+                                        name="classifier")]
         self._finish(weights, family="dmnn")
 
     def _family_config(self):
@@ -1029,7 +1030,8 @@ class DMNNMobileNetV2(DMNN):
         self.blocks.append(ConvBNAct(last, 1, activation="relu6", name="last_conv"))
         self.block_stage.append(stage)
         self.head = [keras.layers.Dropout(self.dropout, name="dropout"),
-                     keras.layers.Dense(self.num_classes, kernel_initializer=AuthorsInit("dense"), name="classifier")]
+                     keras.layers.Dense(self.num_classes, kernel_initializer=AuthorsInit("dense"),
+                                        name="classifier")]
         self._finish(weights, family="dmnn")
 
     def _family_config(self):

@@ -88,7 +88,8 @@ def check_class_labels(name, num_classes, labels, ignore_class=None, label_shape
     check_label_spec(name, num_classes, labels.shape, values.dtype, label_shape, loss_hints=loss_hints)
     if values.size == 0:
         return
-    if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values) & (values == np.round(values))):
+    floating = np.issubdtype(values.dtype, np.floating)
+    if floating and not np.all(np.isfinite(values) & (values == np.round(values))):
         if not loss_hints:
             raise ValueError(f"{name} takes integer class ids as labels; got labels that are not "
                              f"whole numbers (dtype {values.dtype}).")
