@@ -81,9 +81,9 @@ MODELS = adaptive_zoo.list_models() + ["dmnn_tiny"]
 
 
 def model_arguments(name, dataset):
-    """`(constructor name, its arguments for `dataset`, family)` of `--model name`:
-    the preset's arguments, `num_classes`, and DMNN's resource weight and
-    category map for the dataset."""
+    """The constructor's name, its arguments and the family of `--model name`
+    for `dataset`: the preset's arguments, `num_classes`, and DMNN's resource
+    weight and category map for the dataset."""
     if name == "dmnn_tiny":
         constructor, arguments, family = "DMNNResNet", dict(
             sub_blocks=2, target_rate=0.5, depths=(2, 2), base_width=4, cifar_stem=True,
