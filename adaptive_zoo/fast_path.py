@@ -1003,11 +1003,16 @@ def _banded_pays(kernel, strides, depthwise):
     """Whether `conv2d` computes this convolution with `banded_conv`: on
     JAX's CPU backend, a stride-1, non-depthwise convolution larger than 1x1
     with few channels (`C_in * C_out <= 96`), not both multiples of 8 (XLA's
-    own convolution is fast there)."""
+    own convolution is fast there), and not an RGB input that
+    `_fourth_channel_pays` takes: XLA's convolution of the padded input was
+    as fast or faster (3x3 at 32x32, 3 to 20 / 24 / 32 channels, ms, banded
+    against four channels: batch 64 1.62 / 1.64, 1.88 / 1.91, 2.45 / 1.87;
+    batch 16 0.51 / 0.39, 0.71 / 0.51, 0.76 / 0.45; one-off, 2026-12-07).
+    DMNN-MobileNetV2's CIFAR stem (3 to 32 channels) is one."""
     k, _, c_in, c_out = kernel.shape
     if depthwise or strides != 1 or k == 1 or c_in * c_out > _BANDED_MAX_CHANNEL_PRODUCT:
         return False
-    if c_in % 8 == 0 and c_out % 8 == 0:
+    if c_in % 8 == 0 and c_out % 8 == 0 or _fourth_channel_pays(kernel, depthwise):
         return False
     return _jax_on_cpu()
 

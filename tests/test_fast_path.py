@@ -168,7 +168,9 @@ def test_conv2d_takes_the_banded_product_only_where_it_was_measured_faster():
     few = np.zeros((3, 3, 6, 6), "float32")
     assert fast_path._banded_pays(few, 1, False) == on_jax_cpu
     assert not fast_path._banded_pays(few, 2, False)  # stride 2: XLA's own is faster
-    assert fast_path._banded_pays(np.zeros((3, 3, 3, 32), "float32"), 1, False) == on_jax_cpu
+    assert fast_path._banded_pays(np.zeros((3, 3, 3, 16), "float32"), 1, False) == on_jax_cpu
+    # RGB to 17-47 channels: the zero fourth channel and XLA's convolution.
+    assert not fast_path._banded_pays(np.zeros((3, 3, 3, 32), "float32"), 1, False)
     assert not fast_path._banded_pays(np.zeros((3, 3, 24, 12), "float32"), 1, False)
     assert not fast_path._banded_pays(np.zeros((3, 3, 8, 8), "float32"), 1, False)  # XLA's is fast
     assert not fast_path._banded_pays(np.zeros((3, 3, 6, 1), "float32"), 1, True)
