@@ -19,22 +19,3 @@ from adaptive_zoo.layers.sub_block_branch import (
     InvertedResidualSubBlock,
     SubBlockBranch,
 )
-
-__all__ = [
-    "ConvBNAct",
-    "MSDConv",
-    "MSDLayer",
-    "MSDStem",
-    "MSDTransition",
-    "MultiScaleDenseExit",
-    "RANetBlock",
-    "RANetFusionBlock",
-    "RANetStem",
-    "resize_bilinear_aligned",
-    "GumbelGate",
-    "MixtureEdge",
-    "mix_node",
-    "BottleneckSubBlock",
-    "InvertedResidualSubBlock",
-    "SubBlockBranch",
-]
