@@ -1012,7 +1012,9 @@ def _banded_pays(kernel, strides, depthwise):
     k, _, c_in, c_out = kernel.shape
     if depthwise or strides != 1 or k == 1 or c_in * c_out > _BANDED_MAX_CHANNEL_PRODUCT:
         return False
-    if c_in % 8 == 0 and c_out % 8 == 0 or _fourth_channel_pays(kernel, depthwise):
+    if c_in % 8 == 0 and c_out % 8 == 0:
+        return False
+    if _fourth_channel_pays(kernel, depthwise):
         return False
     return _jax_on_cpu()
 
