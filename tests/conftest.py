@@ -46,6 +46,31 @@ def _full_float32_on_gpus():
 _full_float32_on_gpus()
 
 
+def _jax_compilation_cache():
+    """On JAX, XLA's compiled programs are kept on disk for the rest of the
+    run (JAX's persistent compilation cache, in a directory of this run
+    only), so the many tests that build the same tiny model and fit or
+    predict with it compile it once: a fresh model traces its program again,
+    and an identical program is then read back instead of compiled (about 8
+    of the 10 s of a tiny MSDNet's first `fit`). What runs is the same
+    program. Set before any test compiles (JAX reads it at its first
+    compilation)."""
+    if keras.backend.backend() != "jax":
+        return
+    import atexit
+    import shutil
+
+    import jax
+
+    directory = tempfile.mkdtemp(prefix="adaptive_zoo_tests_jax_cache_")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+_jax_compilation_cache()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _temporary_files_under_pytests_directory(tmp_path_factory):
     """Python's temporary files and directories of the suite go under pytest's

@@ -11,8 +11,10 @@ from conftest import RANET_TINY_FLAGS
 TINY_DMNN = dict(depths=(1, 2), base_width=8, sub_blocks=2, cifar_stem=True, input_shape=(8, 8, 1),
                  num_classes=5)
 
+# Two exits are enough for what every family shares (half the graph to trace
+# and compile of MSDNetTiny's default four).
 FAMILIES = {
-    "msdnet": lambda **kw: az.MSDNetTiny(**{"num_classes": 5, **kw}),
+    "msdnet": lambda **kw: az.MSDNetTiny(**{"num_classes": 5, "n_blocks": 2, **kw}),
     "dmnn": lambda **kw: az.DMNNResNet(**{**TINY_DMNN, **kw}),
     "cnmm": lambda **kw: az.CNMMTiny(**{"num_classes": 5, **kw}),
 }
@@ -54,7 +56,7 @@ def _tiny_ranet():
 
 
 MIXED = {
-    "msdnet": lambda: az.MSDNetTiny(num_classes=5),
+    "msdnet": lambda: az.MSDNetTiny(num_classes=5, n_blocks=2),
     "ranet": _tiny_ranet,
     "dmnn": lambda: az.DMNNResNet(**{**TINY_DMNN, "input_shape": (16, 16, 1)}),
     "cnmm": lambda: az.CNMMTiny(num_classes=5, input_shape=(16, 16, 1)),
@@ -154,7 +156,7 @@ def test_export_serves_what_predict_computes_and_leaves_pruned_work_out(family, 
 def test_export_of_budgeted_batch_classification(tmp_path):
     # A calibrated multi-exit model: each stage in the exported graph runs on
     # the samples still running (TensorFlow); elsewhere a clear refusal.
-    model = az.MSDNetTiny(num_classes=5)
+    model = FAMILIES["msdnet"]()
     with pytest.raises(ValueError, match='a budget exports with format="tf_saved_model"'):
         model.export(str(tmp_path / "m.onnx"), format="onnx", budget=0.5)
     with pytest.raises(ValueError, match="budget must be a finite number"):
