@@ -19,6 +19,11 @@ rounds, each of which times every budget in turn):
     KERAS_BACKEND=jax python examples/benchmark.py --model imagenet_step4 --batches 4
     KERAS_BACKEND=torch python examples/benchmark.py --model ranet_imagenet --state
 
+`--model` takes the name of any MSDNet or RANet preset of the catalog
+(`adaptive_zoo.list_models("msdnet*")`, `"ranet*"`), or one of the short names
+earlier commands used (`cifar_anytime` is `msdnet_cifar_anytime`, `tiny`
+`msdnet_tiny`).
+
 It also prints how many samples leave at each exit per budget, and with
 `--stage-batches` the time of each compiled stage (with its exit) alone at
 those batch sizes: where the time goes when few samples remain. `--state`
@@ -49,14 +54,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import adaptive_zoo  # noqa: E402
 import timing  # noqa: E402  (examples/timing.py, beside this script)
 
-MODELS = {
-    "cifar_anytime": lambda: adaptive_zoo.MSDNetCIFARAnytime(num_classes=100),
-    "cifar_budgeted": lambda: adaptive_zoo.MSDNetCIFARBudgeted(num_classes=100),
-    "imagenet_step4": lambda: adaptive_zoo.MSDNetImageNet(step=4),
-    "ranet_cifar_anytime": lambda: adaptive_zoo.RANetCIFARAnytime(num_classes=100),
-    "ranet_imagenet": lambda: adaptive_zoo.RANetImageNet(n_channels=64),
-    "tiny": lambda: adaptive_zoo.MSDNetTiny(),
+# Every multi-exit preset of the catalog (`adaptive_zoo.list_models`) by its
+# name; the shorter names of the README's earlier commands stay as aliases.
+ALIASES = {
+    "cifar_anytime": "msdnet_cifar_anytime",
+    "cifar_budgeted": "msdnet_cifar_budgeted",
+    "imagenet_step4": "msdnet_imagenet_step4",
+    "tiny": "msdnet_tiny",
 }
+MODELS = adaptive_zoo.list_models("msdnet*") + adaptive_zoo.list_models("ranet*") + sorted(ALIASES)
 
 
 def time_predicts(model, cases, repeats):
@@ -122,7 +128,9 @@ def print_efficiency(rows, flops_at, with_time):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="cifar_anytime", choices=sorted(MODELS))
+    parser.add_argument("--model", default="cifar_anytime", choices=MODELS, metavar="MODEL",
+                        help="a multi-exit preset of adaptive_zoo.list_models() or a short name: "
+                             + ", ".join(f"{short} ({name})" for short, name in ALIASES.items()))
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--batches", type=int, default=8,
                         help="batches in the stream timing (0: skip it)")
@@ -136,7 +144,7 @@ def main(argv=None):
     args = timing.parse_args(parser, argv)  # adds and applies --tune-allocator
 
     keras.utils.set_random_seed(0)
-    model = MODELS[args.model]()
+    model = adaptive_zoo.create_model(ALIASES.get(args.model, args.model))
     rng = np.random.default_rng(0)
     if args.state:
         mib = [size / 2**20 for _, size in run_stages(model, 1, rng)]

@@ -122,8 +122,9 @@ def test_benchmark_reports_each_budget_and_the_state(monkeypatch, capsys):
     assert ran_one <= half_one and ran_stream <= half_stream
     out = capsys.readouterr().out
     assert "efficiency" in out and "computed_exit_flops" in out
-    # --state: the state each stage hands on, per image, as the stages make it.
-    mib = benchmark.main(["--model", "tiny", "--state"])
+    # --state: the state each stage hands on, per image, as the stages make it;
+    # `--model` takes the catalog's names as well as the short ones.
+    mib = benchmark.main(["--model", "msdnet_tiny", "--state"])
     assert len(mib) == 4 and all(m > 0 for m in mib[:-1])
     assert mib[-1] == 0  # the last stage hands on nothing
 
