@@ -134,11 +134,16 @@ def test_cnmm_benchmark_reports_each_budget(monkeypatch, capsys):
     # run on the tiny CNMM, timings unchecked.
     monkeypatch.syspath_prepend(EXAMPLES)
     rows = _load("benchmark_cnmm").main(["--model", "tiny", "--batch", "16", "--repeats", "1",
-                                         "--budgets", "1.0", "0.5", "0.05"])
+                                         "--budgets", "1.0", "0.5", "0.05", "--edges"])
     assert [(b, c <= b) for b, c, _ in rows] == [(1.0, True), (0.5, True)]
     assert rows[1][1] < rows[0][1] == 1.0
     printed = capsys.readouterr().out
     assert "of ideal" in printed and "below the cheapest graph" in printed
+    # --edges: each edge timed alone; every edge is kept at 1.0, fewer at 0.5.
+    kept = [line.split("|")[2:4] for line in printed.splitlines() if line.startswith("| 1.00 | 1.000")
+            or line.startswith("| 0.50 | 0.")]
+    assert [float(flops) for flops, _ in kept][0] == 1.0 and len(kept) == 2, printed
+    assert 0 < float(kept[1][1]) < 1.0
 
 
 def test_dmnn_benchmark_reports_each_budget(monkeypatch, capsys):

@@ -109,7 +109,7 @@ class CNMM(ZooModel):
         self.graph = self._make_graph()
         # The graph is fixed at construction: its costs are computed once.
         self._edge_flops = tuple(
-            int(e.layer.flops(self._node_shape(e.source))) for e in self.graph)
+            int(e.layer.flops(self.node_shape(e.source))) for e in self.graph)
         self.edges = [e.layer for e in self.graph if e.prunable]
         self.stem = [e.layer for e in self.graph if not e.prunable]
         if task == "classification":
@@ -163,7 +163,9 @@ class CNMM(ZooModel):
             graph.append(_Edge(source, target, layer, True))
         return graph
 
-    def _node_shape(self, node):
+    def node_shape(self, node):
+        """`(H, W, C)` of one image's feature map at `node` of `graph`: the
+        input image at the root (`IMAGE`), else `(column, scale)`'s."""
         if node == IMAGE:
             return self.image_shape
         s = node[1]
@@ -171,8 +173,8 @@ class CNMM(ZooModel):
 
     def build(self, input_shape=None):
         for edge in self.graph:
-            edge.layer.build((None,) + self._node_shape(edge.source))
-        out = self._node_shape(self.output_node)
+            edge.layer.build((None,) + self.node_shape(edge.source))
+        out = self.node_shape(self.output_node)
         self.classifier.build((None, out[-1]) if self.task == "classification" else (None,) + out)
         self.built = True
 
@@ -184,7 +186,7 @@ class CNMM(ZooModel):
         return list(self._edge_flops)
 
     def head_flops(self):
-        h, w, c = self._node_shape(self.output_node)
+        h, w, c = self.node_shape(self.output_node)
         if self.task == "classification":
             # Global average pooling: one operation per element (PAPERS.md's
             # C * H_out * W_out * k * k, the window being the whole map).
