@@ -529,3 +529,24 @@ def test_calibrate_shows_keras_progress_bar_unless_silenced(family, capsys):
     batches = [(held[0][:4], held[1][:4]), (held[0][4:], held[1][4:])]
     az.calibrate(model, batches, budgets=[1.0], verbose=2)  # one line per pass over the data
     assert "2/2" in capsys.readouterr().out
+
+
+def test_the_first_fit_traces_the_training_step_once():
+    # Keras' TensorFlow trainer builds Adam's variables inside the first trace
+    # of its step, and TensorFlow then traces it again (half of a small
+    # model's first `fit`); the zoo builds them before.
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the retrace is TensorFlow's (Keras builds the optimizer first on JAX and PyTorch)")
+    model = FAMILIES["msdnet"]()
+    model.compile(optimizer="adam")
+    traces, step = [], model.train_step
+
+    def counted(data):
+        traces.append(1)
+        return step(data)
+
+    model.train_step = counted
+    x, y = _images_and_labels(model)
+    model.fit(x, y, epochs=2, verbose=0)
+    assert len(traces) == 1
+    assert len(model.optimizer.variables) > len(model.trainable_variables)  # Adam's moments
