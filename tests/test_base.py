@@ -550,3 +550,18 @@ def test_the_first_fit_traces_the_training_step_once():
     model.fit(x, y, epochs=2, verbose=0)
     assert len(traces) == 1
     assert len(model.optimizer.variables) > len(model.trainable_variables)  # Adam's moments
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_fit_compiles_with_xla_on_tensorflow(family):
+    # Keras compiles `fit` with XLA on TensorFlow where a GPU is present
+    # (`jit_compile="auto"`; not on a CPU-only machine like ours): asked for here.
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("jit_compile=True is XLA on TensorFlow (JAX always compiles; PyTorch's is torch.compile)")
+    keras.utils.set_random_seed(0)
+    model = FAMILIES[family]()
+    model.compile(optimizer="adam", jit_compile=True)
+    assert model.jit_compile
+    x, y = _images_and_labels(model, n=16)
+    losses = model.fit(x, y, epochs=3, batch_size=8, verbose=0).history["loss"]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
