@@ -45,6 +45,7 @@ __all__ = [
     "activate_fresh",
     "banded_conv",
     "bucket_size",
+    "call_layer",
     "compile_accumulating",
     "compile_dynamic",
     "graphs_hold_dynamic_shapes",
@@ -1147,18 +1148,46 @@ def may_call_directly(layer, args, kwargs):
         return False
     import torch
 
-    if torch.is_grad_enabled() or not layer.built or layer.compute_dtype != "float32":
+    if (torch.is_grad_enabled() or not layer.built or layer.compute_dtype != "float32"
+            or getattr(layer, "quantization_mode", None) is not None):  # Keras' quantized call
         return False
     tensor = torch.Tensor
     # The usual arguments first, without Keras' tree functions: tensors, or
-    # flat lists of tensors (MSDNet's scales). The seven stages of a CIFAR
-    # MSDNet at batch 1 went from 12.6 to 11.2 ms (one-off timing).
-    if args and all(isinstance(a, tensor) or (type(a) in (list, tuple) and a
-                                                 and all(isinstance(t, tensor) for t in a))
+    # flat lists of tensors (MSDNet's scales), where None stands for a scale
+    # nothing reads (a sample that leaves computes only what its exit reads).
+    # The seven stages of a CIFAR MSDNet at batch 1 went from 12.6 to 11.2 ms
+    # (one-off timing).
+    if args and all(isinstance(a, tensor) or (type(a) in (list, tuple)
+                                                 and any(isinstance(t, tensor) for t in a)
+                                                 and all(t is None or isinstance(t, tensor) for t in a))
                     for a in args):
         return True
-    leaves = tree.flatten(args)
+    leaves = [a for a in tree.flatten(args) if a is not None]
     return bool(leaves) and all(isinstance(a, tensor) for a in leaves)
+
+
+def call_layer(layer, *args, **kwargs):
+    """`layer(*args, **kwargs)`, or `layer.call(*args, **kwargs)` where
+    `may_call_directly` allows it: for Keras' own layers (`Dense`) inside the
+    zoo's, which do not derive from `adaptive_zoo.layers.Layer`.
+
+    Args:
+        layer: a Keras layer whose `call` takes the arguments given
+            (`training` among them, for the direct call).
+        *args: the positional arguments of the call.
+        **kwargs: the keyword arguments of the call.
+
+    Returns:
+        What the layer returns.
+
+    Example:
+    ```python
+    logits = fast_path.call_layer(self.dense, features, training=training)
+    ```
+    """
+    if may_call_directly(layer, args, kwargs):
+        return layer.call(*args, **kwargs)
+    return layer(*args, **kwargs)
 
 
 _MEMO = weakref.WeakKeyDictionary()

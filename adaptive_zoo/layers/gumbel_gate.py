@@ -15,7 +15,7 @@ probability of "on" reaches a threshold (0.5 as trained; the budget moves it).
 import keras
 from keras import ops
 
-from adaptive_zoo import cost
+from adaptive_zoo import cost, fast_path
 
 __all__ = ["GumbelGate"]
 
@@ -97,18 +97,21 @@ class GumbelGate(keras.layers.Layer):
             self.state_fc.build((None, self.units))
         self.logits_fc.build((None, self.units))
 
-    def controller(self, inputs, previous_state=None):
-        """The deterministic part: `(logits (batch, N, 2), state (batch, units))`."""
+    def controller(self, inputs, previous_state=None, training=None):
+        """The deterministic part: `(logits (batch, N, 2), state (batch, units))`.
+
+        `training=False` lets PyTorch inference call the dense layers directly
+        (`fast_path.call_layer`); the result is the same."""
         pooled = ops.mean(inputs, axis=(1, 2))
-        state = ops.relu(self.input_fc(pooled))
+        state = ops.relu(fast_path.call_layer(self.input_fc, pooled, training=training))
         if self.use_previous_state:
             if previous_state is None:
                 raise ValueError(
                     f"{self.name} adds the previous controller's state; pass previous_state."
                 )
-            state = state + ops.relu(self.state_fc(previous_state))
-        logits = ops.reshape(self.logits_fc(state), (-1, self.num_sub_blocks, 2))
-        return logits, state
+            state = state + ops.relu(fast_path.call_layer(self.state_fc, previous_state, training=training))
+        logits = fast_path.call_layer(self.logits_fc, state, training=training)
+        return ops.reshape(logits, (-1, self.num_sub_blocks, 2)), state
 
     @staticmethod
     def on_probability(logits):
@@ -127,7 +130,7 @@ class GumbelGate(keras.layers.Layer):
         return straight[..., 1]
 
     def call(self, inputs, previous_state=None, training=None, threshold=0.5):
-        logits, state = self.controller(inputs, previous_state)
+        logits, state = self.controller(inputs, previous_state, training=training)
         if training:
             gates = self.sample(logits)
         else:

@@ -376,7 +376,7 @@ class MultiScaleDenseExit(Layer):
         x = self.conv1(x, training=training)
         x = self.conv2(x, training=training)
         x = ops.mean(x, axis=(1, 2))
-        return self.dense(x)
+        return fast_path.call_layer(self.dense, x, training=training)
 
     def compute_output_shape(self, input_shape):
         return (self._coarsest(input_shape)[0], self.num_classes)

@@ -452,7 +452,7 @@ class DMNN(ZooModel):
     def _features_to_logits(self, x, training=None):
         x = ops.mean(x, axis=(1, 2))
         for layer in self.head:
-            x = layer(x, training=training)
+            x = fast_path.call_layer(layer, x, training=training)
         return x
 
     def _dense(self, inputs, training=None, rule=None):
@@ -474,7 +474,7 @@ class DMNN(ZooModel):
             if training:
                 on, state = gate(x, previous_state=state, training=True)
             else:
-                logits, state = gate.controller(x, state)
+                logits, state = gate.controller(x, state, training=training)
                 on = self._decide(gate.on_probability(logits), *self._gate_rule(rule, g))
                 on = ops.cast(on, x.dtype)
             gates.append(on)
@@ -499,7 +499,7 @@ class DMNN(ZooModel):
 
     def _gate_decisions(self, g, x, state, kind, k, value):
         """Gate `g`'s controller and its decision: `(decisions, state)`."""
-        logits, state = self.gates[g].controller(x, state)
+        logits, state = self.gates[g].controller(x, state, training=False)
         return self._decide(GumbelGate.on_probability(logits), kind, k, value), state
 
     def _compiled_pieces(self):
