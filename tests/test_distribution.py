@@ -90,6 +90,16 @@ for name, make in (("msdnet", msdnet), ("dmnn", dmnn), ("cnmm", cnmm)):
     result[name] = {"losses": [float(v) for v in losses], "replicas": replicas}
     if name == "msdnet":
         result["budget"] = spent_at_half(model, x, y)
+        # A saved model loaded under the strategy goes on training there.
+        import os, tempfile
+        path = os.path.join(tempfile.mkdtemp(), "msdnet.keras")
+        model.save(path)
+        with strategy.scope():
+            loaded = keras.saving.load_model(path)
+            history = loaded.fit(x, y, batch_size=16, epochs=1, verbose=0)
+        slots = [len(getattr(v.value, "values", [v])) for v in loaded.optimizer.variables]
+        result["loaded"] = {"losses": [float(v) for v in history.history["loss"]],
+                            "replicas": min(slots)}
     if name == "cnmm":
         result["pruned"] = pruned_runs(model, x)
 json.dump(result, sys.stdout)
@@ -124,7 +134,12 @@ def test_data_parallel_fit_on_two_jax_devices():
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute")
 def test_mirrored_strategy_fit_on_two_tensorflow_devices():
-    _check(_run(_TF, {"KERAS_BACKEND": "tensorflow"}))
+    result = _run(_TF, {"KERAS_BACKEND": "tensorflow"})
+    _check(result)
+    # The optimizer that `load_model` rebuilds (`compile_from_config`) lives
+    # under the strategy too, and the loaded model trains.
+    assert result["loaded"]["replicas"] == 2, result["loaded"]
+    assert all(v == v and abs(v) < 1e3 for v in result["loaded"]["losses"]), result["loaded"]
 
 
 _DDP = r"""
