@@ -207,6 +207,31 @@ def test_budgeted_predict_reads_only_steps_batches_and_names_what_it_cannot_do(f
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("value", [0, -1, 2.5, "8"])
+def test_a_bad_batch_size_or_steps_is_named_in_every_loop(family, value):
+    # Keras' own loops took batch_size=0 for 32 and failed on -1 or 2.5 with
+    # an UnboundLocalError or a TypeError about slices.
+    model = FAMILIES[family]()
+    model.compile()
+    x = np.zeros((4,) + model.image_shape, "float32")
+    y = np.zeros((4,), "int32")
+    calls = [lambda **kw: model.fit(x, y, verbose=0, **kw),
+             lambda **kw: model.evaluate(x, y, verbose=0, **kw),
+             lambda **kw: model.evaluate(x, y, budget=0.9, verbose=0, **kw),
+             lambda **kw: model.predict(x, verbose=0, **kw),
+             lambda **kw: model.predict(x, budget=0.9, verbose=0, **kw)]
+    for call in calls:
+        with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {value!r}"):
+            call(batch_size=value)
+    for call in calls[1:]:
+        with pytest.raises(ValueError, match=f"steps must be a positive integer, got {value!r}"):
+            call(steps=value)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        model.predict(x, 0)  # positional, as Keras' signature allows
+    assert not model.optimizer.built or model.optimizer.iterations.numpy() == 0
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_budgeted_predict_shows_keras_progress_bar_unless_silenced(family, capsys):
     model = FAMILIES[family]()
     x = np.zeros((7,) + model.image_shape, "float32")

@@ -2,6 +2,7 @@
 input checks, Keras' training loop made safe and the base of its config."""
 
 import functools
+import inspect
 
 import keras
 import numpy as np
@@ -20,9 +21,14 @@ def _keras_loop(method, labeled=False, name=None):
     (`labeled`) the labels too (`_with_labels_checked`), and the variables
     left usable where it raises on JAX (`_get_jax_state`)."""
     name = name or method.__name__
+    counts = _count_arguments(method)
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
+        for argument, position in counts:
+            value = args[position] if len(args) > position else kwargs.get(argument)
+            if value is not None:
+                positive_integer(value, argument)
         self._check_data(args[0] if args else kwargs.get("x"), name)
         if labeled:
             args, kwargs = self._with_labels_checked(args, kwargs)
@@ -38,6 +44,15 @@ def _keras_loop(method, labeled=False, name=None):
             self._keep_handed_out(())
 
     return wrapper
+
+
+def _count_arguments(method):
+    """`(name, position among the arguments after self)` of `method`'s
+    `batch_size` and `steps`: each None or a positive integer. Keras' own
+    loops took `batch_size=0` for its default of 32 and failed on -1 or 2.5
+    with an `UnboundLocalError` or a `TypeError` about slices."""
+    names = list(inspect.signature(method).parameters)[1:]
+    return [(n, names.index(n)) for n in ("batch_size", "steps") if n in names]
 
 
 def _class_id_loss(loss):
