@@ -39,6 +39,7 @@ __all__ = [
     "search_gate_threshold",
     "simulate_exits",
     "validate_budget",
+    "validate_budgets",
 ]
 
 
@@ -58,6 +59,26 @@ def validate_budget(budget):
     if not math.isfinite(value) or not 0.0 < value <= 1.0:
         raise ValueError(f"budget must be a finite number in (0, 1], got {budget!r}.")
     return value
+
+
+def validate_budgets(budgets):
+    """Return the budgets of a calibration grid as sorted, distinct floats,
+    or raise a clear `ValueError`.
+
+    An iterable of at least one budget, each as `validate_budget` takes it.
+    One number where the grid is expected is refused (pass `[0.5]`), as is
+    an empty grid, which would leave a model no threshold to use.
+    """
+    hint = "budgets must be a list of numbers in (0, 1], e.g. [0.5, 0.75, 1.0]"
+    if isinstance(budgets, (str, bytes)) or getattr(budgets, "ndim", None) == 0:
+        raise ValueError(f"{hint}; got {budgets!r}.")
+    try:
+        budgets = list(budgets)
+    except TypeError:
+        raise ValueError(f"{hint}; got {budgets!r}.") from None
+    if not budgets:
+        raise ValueError(f"{hint}; got none. Pass budgets=None for the default grid.")
+    return sorted({validate_budget(b) for b in budgets})
 
 
 def anytime_exit(exit_flops, budget):
@@ -302,7 +323,7 @@ def calibrate_exits(confidences, correct, exit_flops, budgets, tolerance=0.01):
     full = exit_flops[-1]
 
     result = Calibration([], [], [], [])
-    for budget in sorted(validate_budget(b) for b in budgets):
+    for budget in validate_budgets(budgets):
         target = budget * full
         best = _search_q(confidences, exit_flops, target, tolerance)
         thresholds, exits, spent = best

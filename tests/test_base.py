@@ -544,6 +544,18 @@ def test_segmentation_labels_are_one_class_id_per_pixel_or_the_ignored_class():
 
 
 @pytest.mark.parametrize("family", ["msdnet", "dmnn"])
+def test_a_calibration_without_budgets_is_refused_and_keeps_the_thresholds(family):
+    model = FAMILIES[family]()
+    held = _images_and_labels(model, 7)
+    kept = model.calibrate(held, budgets=[1.0], verbose=0)
+    for grid in ([], 1.0):
+        with pytest.raises(ValueError, match="budgets must be a list of numbers"):
+            model.calibrate(held, budgets=grid, verbose=0)
+    assert model.calibration is kept
+    assert model.predict(held[0], budget=1.0, verbose=0).shape == (7, 5)
+
+
+@pytest.mark.parametrize("family", ["msdnet", "dmnn"])
 def test_calibrate_shows_keras_progress_bar_unless_silenced(family, capsys):
     model = FAMILIES[family]()
     held = _images_and_labels(model, 7)

@@ -15,6 +15,20 @@ def test_invalid_budgets_are_refused(value):
         budget.validate_budget(value)
 
 
+@pytest.mark.parametrize("grid", [[], (), 0.5, np.float32(0.5), np.array(0.5), "0.5, 1.0", None])
+def test_a_calibration_grid_of_no_budgets_or_one_number_is_refused(grid):
+    # An empty grid left a model no thresholds, and every later budgeted
+    # call failed with "list index out of range".
+    with pytest.raises(ValueError, match=r"budgets must be a list of numbers in \(0, 1\]"):
+        budget.validate_budgets(grid)
+
+
+def test_a_calibration_grid_is_sorted_without_repeats():
+    assert budget.validate_budgets([1.0, np.float32(0.5), 0.5, np.array(0.75)]) == [0.5, 0.75, 1.0]
+    with pytest.raises(ValueError, match="got 0"):
+        budget.validate_budgets([0.5, 0])
+
+
 def test_numbers_of_every_kind_are_budgets():
     for value in (0.5, 1, np.float32(0.5), np.array(0.25), np.int64(1)):
         assert budget.validate_budget(value) == float(value)

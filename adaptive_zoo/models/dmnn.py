@@ -732,7 +732,7 @@ class DMNN(ZooModel):
         if budgets is None:
             low = min(1.0, self.cheapest_budget() + 0.05)
             budgets = np.linspace(low, 1.0, 8)
-        budgets = sorted(budget_lib.validate_budget(b) for b in budgets)
+        budgets = budget_lib.validate_budgets(budgets)
         for b in budgets:
             self._check_reachable(b)
 

@@ -509,6 +509,8 @@ class MultiExitModel(ZooModel):
             accuracy on `data`, ready to plot. It is stored in the model
             (and its config), so it survives saving and loading.
         """
+        if budgets is not None:
+            budgets = budget_lib.validate_budgets(budgets)  # before reading the data
         # One batch at a time: only each sample's confidence and correctness
         # at every exit are kept.
         confidences, correct = [], []
