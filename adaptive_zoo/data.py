@@ -69,6 +69,9 @@ def load_digits(image_size=16, test_fraction=0.25, seed=0):
     (x_train, y_train), (x_test, y_test) = load_digits()
     ```
     """
+    image_size = positive_integer(image_size, "image_size")
+    if isinstance(test_fraction, (bool, np.bool_, str)) or not 0 < float(test_fraction) < 1:
+        raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}.")
     try:
         from sklearn.datasets import load_digits as sk_digits
     except ImportError as error:
@@ -123,6 +126,7 @@ def load_fashion_mnist(directory=None, image_size=28):
         `((x_train, y_train), (x_test, y_test))`, images `(N, S, S, 1)` in
         [0, 1], float32, labels int32.
     """
+    image_size = positive_integer(image_size, "image_size")
     directories = (directory,) if directory else FASHION_MNIST_DIRS
     stems = ("train-images", "train-labels", "t10k-images", "t10k-labels")
     paths = [_find_fashion_file(stem, directories) for stem in stems]
@@ -140,8 +144,8 @@ def split_holdout(x, y, size, seed=0):
     """Split `size` samples off `(x, y)` for calibration (the authors hold out
     5,000 CIFAR training images). Returns `((x_rest, y_rest), (x_held, y_held))`.
     """
-    if not 0 < size < len(x):
-        raise ValueError(f"Hold-out size must be in (0, {len(x)}), got {size}.")
+    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)) or not 0 < size < len(x):
+        raise ValueError(f"Hold-out size must be a whole number of samples in (0, {len(x)}), got {size!r}.")
     idx = np.random.default_rng(seed).permutation(len(x))
     return (x[idx[size:]], y[idx[size:]]), (x[idx[:size]], y[idx[:size]])
 
@@ -197,13 +201,26 @@ def _tfds_modules():
     return keras, tf, tfds
 
 
+# What tfds reads from `manual_dir` to prepare a dataset.
+_MANUAL_FILES = {"imagenet2012": ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")}
+
+
 def _tfds_split(name, tfds_name, split, data_dir, training, seed, manual_dir=None):
     """The examples of `split` from the user's prepared copy (ImageNet:
     prepared from `manual_dir` first), or a `FileNotFoundError` that says
     how to prepare it. Nothing is downloaded."""
-    _, _, tfds = _tfds_modules()
+    _, tf, tfds = _tfds_modules()
     builder = tfds.builder(tfds_name, data_dir=data_dir)
     if manual_dir and not builder.is_prepared():
+        missing = [f for f in _MANUAL_FILES.get(tfds_name, ())
+                   if not tf.io.gfile.exists(os.path.join(manual_dir, f))]
+        if missing:
+            # tfds' own check comes after it has made its directories in data_dir.
+            raise FileNotFoundError(
+                f"{name} is prepared from the files in manual_dir, and {manual_dir!r} lacks "
+                f"{', '.join(missing)} (ImageNet's tar files: register at https://image-net.org "
+                "to download them). Nothing was written."
+            )
         config = tfds.download.DownloadConfig(manual_dir=manual_dir)
         builder.download_and_prepare(download_config=config)
     try:

@@ -187,3 +187,35 @@ def test_segmentation_pipeline_errors_are_named(tmp_path):
         data.load_tfds_segmentation("voc", "test")
     with pytest.raises(ValueError, match="image_size"):
         data.load_tfds_segmentation("oxford_iiit_pet", "test", image_size=0)
+
+
+def test_imagenet_without_its_tar_files_names_them_and_writes_nothing(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    data_dir, manual = tmp_path / "tfds", tmp_path / "manual"
+    data_dir.mkdir()
+    manual.mkdir()
+    (manual / "ILSVRC2012_img_val.tar").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"lacks ILSVRC2012_img_train\.tar .*image-net\.org"):
+        data.load_tfds("imagenet", "validation", data_dir=str(data_dir), manual_dir=str(manual))
+    assert list(data_dir.iterdir()) == []  # tfds' own check came after its directories
+
+
+def test_the_dependency_tfds_forgets_is_installed():
+    # tensorflow-datasets imports importlib_resources to prepare a dataset
+    # but declares it only for Python < 3.9 (our `data` extra adds it).
+    pytest.importorskip("tensorflow_datasets")
+    import importlib_resources  # noqa: F401
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: data.load_digits(image_size=0), "image_size must be a positive integer"),
+    (lambda: data.load_digits(image_size="16"), "image_size must be a positive integer"),
+    (lambda: data.load_digits(test_fraction=1.5), r"test_fraction must be a number in \(0, 1\)"),
+    (lambda: data.load_digits(test_fraction=0), r"test_fraction must be a number in \(0, 1\)"),
+    (lambda: data.load_fashion_mnist(image_size=0), "image_size must be a positive integer"),
+    (lambda: data.split_holdout(np.zeros((10, 2)), np.zeros(10), 0.3), "whole number of samples"),
+    (lambda: data.split_holdout(np.zeros((10, 2)), np.zeros(10), 10), r"in \(0, 10\)"),
+])
+def test_bad_sizes_and_fractions_are_named(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
