@@ -90,6 +90,13 @@ class Profile:
         exit_flops: for multi-exit models, the cumulative cost of each exit
             (everything executed before it, earlier heads included);
             `None` for single-exit models.
+
+    Example:
+    ```python
+    p = adaptive_zoo.profile(adaptive_zoo.MSDNetTiny())
+    p.flops, p.params, p.exit_flops
+    print(p)   # MFLOPs, M params and MFLOPs per exit
+    ```
     """
 
     flops: int

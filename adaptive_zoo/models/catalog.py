@@ -120,10 +120,17 @@ def describe_model(name):
     one-line description.
 
     Args:
-        name: a name from `list_models()`.
+        name: a name from `list_models()` (case-insensitive).
 
     Returns:
         A `Preset`.
+
+    Example:
+    ```python
+    preset = adaptive_zoo.describe_model("msdnet_imagenet_step4")
+    preset.arguments          # {'step': 4}, given to preset.constructor (MSDNetImageNet)
+    print(preset.family, preset.description)
+    ```
     """
     if not isinstance(name, str):
         raise ValueError(f"A model name is a string such as 'dmnn50'; got {name!r}.")

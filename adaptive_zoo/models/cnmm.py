@@ -371,10 +371,28 @@ def CNMMCIFAR(num_classes=10, input_shape=(32, 32, 3), depth=8, widths=(16, 32, 
     """A CNMM for 32x32 images: 8 columns, 4 scales (32 to 4 pixels), widths
     16 to 128 (our preset; the paper's grid is not public).
 
+    Args:
+        num_classes: number of classes (default 10).
+        input_shape: `(H, W, C)`, default `(32, 32, 3)`.
+        depth: columns of the grid, stem included (default 8; see `CNMM`).
+        widths: channels of each scale, finest first (default
+            `(16, 32, 64, 128)`: 4 scales).
+        task: `"classification"` (default) or `"segmentation"` (see `CNMM`).
+        weights: `None` (default: random initialization), a registered name
+            (`adaptive_zoo.weights`), or a path to a `.weights.h5` file.
+        **kwargs: the other arguments of `CNMM` (`keep_logit`,
+            `temperature`, `pruning`, `seed`) and `keras.Model` arguments
+            (`name`).
+
+    Returns:
+        A `CNMM`.
+
     Example:
     ```python
     model = adaptive_zoo.CNMMCIFAR(num_classes=10)
     logits = model(images, budget=0.5)
+    logits, flops = model(images, budget=0.5, return_cost=True)  # FLOPs per image
+    model.cheapest_budget()         # the smallest budget the pruning reaches
     ```
     """
     return CNMM(depth=depth, widths=widths, task=task, num_classes=num_classes,
@@ -385,10 +403,21 @@ def CNMMTiny(num_classes=10, input_shape=(8, 8, 1), depth=4, widths=(8, 16, 32),
              task="classification", weights=None, **kwargs):
     """A small CNMM for the bundled digits (8x8): 4 columns, 3 scales.
 
+    Args:
+        num_classes, input_shape, depth, widths, task, weights, **kwargs: as
+            in `CNMMCIFAR`; here 10 classes (the digits), `(8, 8, 1)` images,
+            4 columns and widths `(8, 16, 32)` (3 scales) by default.
+
+    Returns:
+        A `CNMM`.
+
     Example:
     ```python
     model = adaptive_zoo.CNMMTiny()
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    (x_train, y_train), (x_test, y_test) = adaptive_zoo.data.load_digits(image_size=8)
+    model.fit(x_train, y_train, epochs=10)
+    logits = model(x_test, budget=0.5)
     ```
     """
     return CNMM(depth=depth, widths=widths, task=task, num_classes=num_classes,

@@ -166,6 +166,14 @@ class DMNN(ZooModel):
             `calibrate`: one threshold on the "on" probabilities per budget.
         seed: seed of the Gumbel noise.
         **kwargs: `keras.Model` arguments (`name`).
+
+    Example:
+    ```python
+    model = adaptive_zoo.DMNN50(sub_blocks=2, target_rate=0.5)   # a `DMNNResNet`
+    logits = model(images)                                  # the gates as trained
+    logits, flops = model(images, budget=0.7, return_cost=True)  # top-k sub-blocks
+    model.calibrate((x_held, y_held), budgets=[0.5, 0.7, 0.9])   # one threshold per budget
+    ```
     """
 
     def __init__(self, input_shape, num_classes, sub_blocks, target_rate, category_map=None,
@@ -1074,8 +1082,28 @@ def DMNN101(sub_blocks=2, target_rate=0.5, num_classes=1000, input_shape=(224, 2
             weights=None, **kwargs):
     """DMNN-101: ResNet-101 with `N` sub-blocks per gated block.
 
+    Args:
+        sub_blocks: `N`, sub-blocks per gated block (default 2; 1 is the
+            static ResNet-101, no controllers).
+        target_rate: `t`, the execution rate in (0, 1] the resource loss
+            aims at (default 0.5).
+        num_classes: logits (default 1000).
+        input_shape: `(H, W, C)`, default `(224, 224, 3)`.
+        weights: `None` (default: random initialization), a registered name
+            (`adaptive_zoo.weights`), or a path to a `.weights.h5` file.
+        **kwargs: the other arguments of `DMNNResNet` (`base_width`,
+            `width_factor`, `cifar_stem`, ...) and of `DMNN`
+            (`category_map`, `category_weights`, `resource_weight`,
+            `calibration`, `seed`, `name`).
+
     Returns:
         A `DMNNResNet` (N=1: 44,549,160 parameters as torchvision's ResNet-101).
+
+    Example:
+    ```python
+    model = adaptive_zoo.DMNN101(sub_blocks=2, target_rate=0.5)
+    print(adaptive_zoo.profile(model))
+    ```
     """
     return DMNNResNet(depths=(3, 4, 23, 3), sub_blocks=sub_blocks, target_rate=target_rate,
                       num_classes=num_classes, input_shape=input_shape, weights=weights, **kwargs)
@@ -1142,8 +1170,28 @@ def DMNNMobileNetV2CIFAR(sub_blocks=2, target_rate=0.9, num_classes=100,
                          input_shape=(32, 32, 3), weights=None, **kwargs):
     """DMNN-MobileNetV2 for 32x32 inputs (stride-1 stem and second stage).
 
+    Args:
+        sub_blocks: `N`, sub-blocks per gated block (default 2; 1 is the
+            static MobileNetV2, no controllers).
+        target_rate: `t`, the execution rate in (0, 1] the resource loss
+            aims at (default 0.9).
+        num_classes: logits (default 100).
+        input_shape: `(H, W, C)`, default `(32, 32, 3)`.
+        weights: `None` (default: random initialization), a registered name
+            (`adaptive_zoo.weights`), or a path to a `.weights.h5` file.
+        **kwargs: the other arguments of `DMNNMobileNetV2`
+            (`width_multiplier`, `dropout`) and of `DMNN` (`category_map`,
+            `category_weights`, `resource_weight`, `calibration`, `seed`,
+            `name`).
+
     Returns:
         A `DMNNMobileNetV2`.
+
+    Example:
+    ```python
+    model = adaptive_zoo.DMNNMobileNetV2CIFAR(sub_blocks=2, target_rate=0.9, num_classes=100)
+    logits, flops = model(images, budget=0.7, return_cost=True)
+    ```
     """
     return DMNNMobileNetV2(sub_blocks=sub_blocks, target_rate=target_rate, cifar=True,
                            num_classes=num_classes, input_shape=input_shape, weights=weights,

@@ -360,13 +360,28 @@ def MSDNetCIFARAnytime(num_classes=100, n_blocks=7, input_shape=(32, 32, 3), wei
     """MSDNet for CIFAR, anytime prediction (the paper's `even`, step 2, base 4).
 
     Args:
-        num_classes: 10 or 100 for CIFAR, or any other.
-        n_blocks: 7 or 10 in the paper.
-        input_shape: `(32, 32, 3)`.
-        weights: `None`, a registered name, or a path.
+        num_classes: logits per exit: 10 or 100 for CIFAR (default 100), or
+            any other.
+        n_blocks: number of blocks, one exit each: 7 (default) or 10 in the
+            paper.
+        input_shape: `(H, W, C)`, default `(32, 32, 3)`.
+        weights: `None` (default: random initialization), a registered name
+            (`adaptive_zoo.weights`), or a path to a `.weights.h5` file or an
+            authors' `.pth`/`.pth.tar` checkpoint.
+        **kwargs: the other arguments of `MSDNet` (`bottleneck`,
+            `reduction`, `prune`) and of `MultiExitModel` (`exit_weights`,
+            `calibration`, `name`).
 
     Returns:
         An `MSDNet` (7 blocks: 3,067,960 parameters, 15.14 to 75.94 MFLOPs).
+
+    Example:
+    ```python
+    model = adaptive_zoo.MSDNetCIFARAnytime(num_classes=100)
+    logits = model(images)                         # the last exit
+    logits, flops = model(images, budget=0.5, return_cost=True)  # anytime exit
+    adaptive_zoo.profile(model).exit_flops         # cumulative FLOPs of each exit
+    ```
     """
     return MSDNet(
         n_blocks=n_blocks, step_mode="even", step=2, base=4, n_channels=16, growth_rate=6,
@@ -378,8 +393,21 @@ def MSDNetCIFARAnytime(num_classes=100, n_blocks=7, input_shape=(32, 32, 3), wei
 def MSDNetCIFARBudgeted(num_classes=100, n_blocks=5, input_shape=(32, 32, 3), weights=None, **kwargs):
     """MSDNet for CIFAR, budgeted batch classification (`lin_grow`, step 1, base 1).
 
+    Args:
+        n_blocks: number of blocks, one exit each (default 5); with
+            `lin_grow`, block `i` (counted from 0) has `i + 1` layers.
+        num_classes, input_shape, weights, **kwargs: as in
+            `MSDNetCIFARAnytime`.
+
     Returns:
         An `MSDNet` with `n_blocks` exits.
+
+    Example:
+    ```python
+    model = adaptive_zoo.MSDNetCIFARBudgeted(num_classes=100, n_blocks=5)
+    model.calibrate((x_held, y_held), budgets=[0.5, 1.0])  # exit thresholds
+    logits = model.predict(x_test, budget=0.5)             # calibrated early exit
+    ```
     """
     return MSDNet(
         n_blocks=n_blocks, step_mode="lin_grow", step=1, base=1, n_channels=16, growth_rate=6,
@@ -391,8 +419,29 @@ def MSDNetCIFARBudgeted(num_classes=100, n_blocks=5, input_shape=(32, 32, 3), we
 def MSDNetImageNet(step=4, num_classes=1000, input_shape=(224, 224, 3), weights=None, **kwargs):
     """MSDNet for ImageNet (5 blocks, `even`, step = base = 4, 6 or 7).
 
+    Args:
+        step: layers per block, and in the first block: 4 (default), 6 or 7,
+            the published configurations (any other value raises a
+            `ValueError`).
+        num_classes: logits per exit (default 1000).
+        input_shape: `(H, W, C)`, default `(224, 224, 3)`.
+        weights: `None` (default: random initialization), a registered name
+            (`adaptive_zoo.weights`), or a path to a `.weights.h5` file or an
+            authors' `.pth`/`.pth.tar` checkpoint (e.g. their
+            `msdnet-step=4-block=5.pth.tar`).
+        **kwargs: the other arguments of `MSDNet` (`bottleneck`,
+            `reduction`, `prune`) and of `MultiExitModel` (`exit_weights`,
+            `calibration`, `name`).
+
     Returns:
         An `MSDNet` (step 4: 23,958,440 parameters, 339.90 to 1360.53 MFLOPs).
+
+    Example:
+    ```python
+    model = adaptive_zoo.MSDNetImageNet(step=4, weights="msdnet-step=4-block=5.pth.tar")
+    logits = model(images, budget=0.5)
+    print(adaptive_zoo.profile(model))
+    ```
     """
     if step not in (4, 6, 7):
         raise ValueError(f"The published ImageNet MSDNets have step 4, 6 or 7; got {step}.")
@@ -409,8 +458,28 @@ def MSDNetTiny(num_classes=10, input_shape=(16, 16, 1), n_blocks=4, weights=None
     Three scales (16/8/4 px at 16x16 input), 8 stem channels, growth 4, one
     layer per block after a first block of two; about 0.1 M parameters.
 
+    Args:
+        num_classes: logits per exit (default 10, the digits).
+        input_shape: `(H, W, C)`, default `(16, 16, 1)`.
+        n_blocks: number of blocks, one exit each (default 4).
+        weights: `None` (default: random initialization), a registered name
+            (`adaptive_zoo.weights`), or a path to a `.weights.h5` file or a
+            `.pth`/`.pth.tar` checkpoint in the authors' format.
+        **kwargs: the other arguments of `MSDNet` (`bottleneck`,
+            `reduction`, `prune`) and of `MultiExitModel` (`exit_weights`,
+            `calibration`, `name`).
+
     Returns:
         An `MSDNet` with `n_blocks` exits.
+
+    Example:
+    ```python
+    (x_train, y_train), (x_test, y_test) = adaptive_zoo.data.load_digits(image_size=16)
+    model = adaptive_zoo.MSDNetTiny(num_classes=10)
+    model.compile(optimizer="adam")
+    model.fit(x_train, y_train, epochs=10)
+    logits = model(x_test, budget=0.5)
+    ```
     """
     return MSDNet(
         n_blocks=n_blocks, step_mode="even", step=1, base=2, n_channels=8, growth_rate=4,

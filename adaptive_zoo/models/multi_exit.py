@@ -45,6 +45,16 @@ class MultiExitModel(ZooModel):
         calibration: a `budget.Calibration` (or its config dict) for budgeted
             batch classification; set by `calibrate`.
         **kwargs: `keras.Model` arguments (`name`, ...).
+
+    Example:
+    ```python
+    model = adaptive_zoo.MSDNetTiny(num_classes=10)   # an `MSDNet`, a `MultiExitModel`
+    logits = model(images)                            # the last exit
+    every_exit = model(images, exits="all")           # a list, one per exit
+    logits, flops = model(images, budget=0.5, return_cost=True)  # anytime exit
+    model.calibrate((x_held, y_held), budgets=[0.5, 1.0])
+    logits = model.predict(x_test, budget=0.5)        # calibrated early exit
+    ```
     """
 
     def __init__(

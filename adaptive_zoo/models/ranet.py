@@ -432,6 +432,14 @@ def RANetCIFARAnytime(num_classes=100, input_shape=(32, 32, 3), weights=None, **
 
     Returns:
         A `RANet` (CIFAR-100: 3,354,710 parameters, 15.83 to 95.00 MFLOPs).
+
+    Example:
+    ```python
+    model = adaptive_zoo.RANetCIFARAnytime(num_classes=100)
+    logits = model(images)                         # the last exit
+    logits, flops = model(images, budget=0.5, return_cost=True)  # anytime exit
+    adaptive_zoo.profile(model).exit_flops         # cumulative FLOPs of each exit
+    ```
     """
     return RANet(
         n_blocks=2, block_step=2, step_mode="even", step=4, scale_list=(1, 2, 3, 3),
@@ -455,6 +463,13 @@ def RANetCIFARBudgeted(num_classes=100, input_shape=(32, 32, 3), weights=None, *
 
     Returns:
         A `RANet`.
+
+    Example:
+    ```python
+    model = adaptive_zoo.RANetCIFARBudgeted(num_classes=100)
+    model.calibrate((x_held, y_held), budgets=[0.5, 1.0])  # exit thresholds
+    logits = model.predict(x_test, budget=0.5)             # calibrated early exit
+    ```
     """
     return RANet(
         n_blocks=2, block_step=2, step_mode="lg", step=2, scale_list=(1, 2, 3),
@@ -479,6 +494,13 @@ def RANetImageNet(n_channels=64, num_classes=1000, input_shape=(224, 224, 3), we
 
     Returns:
         A `RANet` with 8 exits.
+
+    Example:
+    ```python
+    model = adaptive_zoo.RANetImageNet(n_channels=64, weights="/path/model.pth.tar")
+    logits = model(images, budget=0.5)
+    print(adaptive_zoo.profile(model))
+    ```
     """
     if n_channels not in (32, 64):
         raise ValueError(f"The published ImageNet RANets have n_channels 32 or 64; got {n_channels}.")
