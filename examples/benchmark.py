@@ -52,6 +52,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import adaptive_zoo  # noqa: E402
+import cli  # noqa: E402  (examples/cli.py, beside this script)
 import timing  # noqa: E402  (examples/timing.py, beside this script)
 
 # Every multi-exit preset of the catalog (`adaptive_zoo.list_models`) by its
@@ -131,11 +132,11 @@ def main(argv=None):
     parser.add_argument("--model", default="cifar_anytime", choices=MODELS, metavar="MODEL",
                         help="a multi-exit preset of adaptive_zoo.list_models() or a short name: "
                              + ", ".join(f"{short} ({name})" for short, name in ALIASES.items()))
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--batches", type=int, default=8,
+    parser.add_argument("--batch", type=cli.positive_int, default=64)
+    parser.add_argument("--batches", type=cli.non_negative_int, default=8,
                         help="batches in the stream timing (0: skip it)")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--calibration-size", type=int, default=2000)
+    parser.add_argument("--repeats", type=cli.positive_int, default=7)
+    parser.add_argument("--calibration-size", type=cli.positive_int, default=2000)
     parser.add_argument("--budgets", default="1.0,0.75,0.5,0.25")
     parser.add_argument("--stage-batches", default="",
                         help="comma-separated batch sizes at which to time each stage alone")

@@ -34,13 +34,14 @@ import numpy as np
 import adaptive_zoo as az
 from adaptive_zoo import fast_path
 
+import cli  # examples/cli.py, beside this script
 import timing  # examples/timing.py, beside this script
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--batch", type=cli.positive_int, default=64)
+    parser.add_argument("--repeats", type=cli.positive_int, default=7)
     parser.add_argument("--pruning", default="probability", choices=["probability", "cost"])
     parser.add_argument("--budgets", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
     parser.add_argument("--model", default="cifar", choices=["cifar", "tiny"],

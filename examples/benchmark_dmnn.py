@@ -37,6 +37,7 @@ import numpy as np
 import adaptive_zoo as az
 from adaptive_zoo import fast_path
 
+import cli  # examples/cli.py, beside this script
 import timing  # examples/timing.py, beside this script
 
 
@@ -44,8 +45,8 @@ def main(argv=None):
     """Times the budgets, prints the table and returns its timed rows
     `(budget, spent / full, seconds)` (argv: the command line's arguments)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--batch", type=cli.positive_int, default=64)
+    parser.add_argument("--repeats", type=cli.positive_int, default=7)
     parser.add_argument("--model", default="cifar", choices=["cifar", "imagenet", "mobilenetv2", "tiny"],
                         help="cifar: DMNN50CIFAR at 32x32; imagenet: DMNN50 at 224x224; "
                              "mobilenetv2: DMNNMobileNetV2CIFAR at 32x32; tiny: a small DMNN "

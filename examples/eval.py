@@ -36,6 +36,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import adaptive_zoo  # noqa: E402
 from adaptive_zoo import data  # noqa: E402
 
+import cli  # noqa: E402  (examples/cli.py, beside this script)
+
 BUDGETS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
@@ -189,7 +191,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="msdnet", choices=sorted(MODELS))
-    parser.add_argument("--epochs", type=int, default=None,
+    parser.add_argument("--epochs", type=cli.positive_int, default=None,
                         help="training epochs (default: 12 for msdnet, 16 for dmnn and cnmm)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", default=None,

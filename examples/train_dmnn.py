@@ -31,14 +31,16 @@ import numpy as np
 import adaptive_zoo as az
 from adaptive_zoo.data import load_fashion_mnist
 
+import cli  # examples/cli.py, beside this script
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target-rate", type=float, default=0.5)
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--train-images", type=int, default=60000)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=cli.positive_int, default=8)
+    parser.add_argument("--train-images", type=cli.positive_int, default=60000)
+    parser.add_argument("--batch-size", type=cli.positive_int, default=128)
     parser.add_argument("--learning-rate", type=float, default=3e-3,
                         help="Adam's initial rate, decayed to zero on a cosine over the run")
     parser.add_argument("--seed", type=int, default=0)

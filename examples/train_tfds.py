@@ -71,6 +71,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import adaptive_zoo  # noqa: E402
 from adaptive_zoo import data  # noqa: E402
 
+import cli  # noqa: E402  (examples/cli.py, beside this script)
+
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 
 # Every preset of `adaptive_zoo.list_models()`, plus a small DMNN for a first
@@ -207,9 +209,11 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="directory for the results (must not exist)")
     parser.add_argument("--data-dir", default=None, help="tfds data_dir with the prepared dataset")
     parser.add_argument("--manual-dir", default=None, help="ImageNet: directory of the ILSVRC2012 tars")
-    parser.add_argument("--epochs", type=int, default=None, help="default: the authors' (300 / 90)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the authors' (64 / 256)")
-    parser.add_argument("--holdout", type=int, default=None,
+    parser.add_argument("--epochs", type=cli.positive_int, default=None,
+                        help="default: the authors' (300 / 90)")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=None,
+                        help="default: the authors' (64 / 256)")
+    parser.add_argument("--holdout", type=cli.positive_int, default=None,
                         help="training images held out for calibration (default: see above)")
     parser.add_argument("--budgets", default="0.25,0.5,0.75,1.0",
                         help="budgets at which to measure the test split (those in the calibrated range)")

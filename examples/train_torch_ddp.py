@@ -45,6 +45,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import cli  # noqa: E402 (examples/cli.py)
 import eval as job  # noqa: E402 (examples/eval.py: the digits models, data and measurements)
 
 import adaptive_zoo  # noqa: E402
@@ -173,10 +174,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="msdnet", choices=sorted(job.MODELS))
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=None,
+    parser.add_argument("--processes", type=cli.positive_int, default=2)
+    parser.add_argument("--epochs", type=cli.positive_int, default=None,
                         help="training epochs (default: eval.py's, 12 for msdnet, 16 for dmnn and cnmm)")
-    parser.add_argument("--batch-size", type=int, default=64,
+    parser.add_argument("--batch-size", type=cli.positive_int, default=64,
                         help="the global batch, split evenly between the processes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", default=None, help="save the trained model here (.keras)")

@@ -24,6 +24,10 @@ EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 
 
 def _load(name):
+    # The scripts import their helpers beside them (`cli`, `timing`), as
+    # Python does when it runs one.
+    if EXAMPLES not in sys.path:
+        sys.path.insert(0, EXAMPLES)
     spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -295,3 +299,26 @@ def test_ddp_example_refuses_what_it_cannot_run():
         train_torch_ddp.main(["--processes", "3", "--batch-size", "64"])
     with pytest.raises(SystemExit, match="a .keras path"):
         train_torch_ddp.main(["--save", "model.h5"])
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("eval", ["--epochs", "-1"]),
+    ("train_dmnn", ["--batch-size", "0"]),
+    ("train_tfds", ["--model", "msdnet_tiny", "--dataset", "cifar10", "--out", "x", "--epochs", "0"]),
+    ("train_torch_ddp", ["--processes", "0"]),
+    ("benchmark", ["--repeats", "two"]),
+    ("benchmark_cnmm", ["--batch", "-8"]),
+    ("benchmark_dmnn", ["--repeats", "0"]),
+])
+def test_scripts_name_a_count_that_is_not_positive(script, argv, capsys):
+    # `eval.py --epochs -1` reached Keras as a schedule with decay_steps=-17.
+    with pytest.raises(SystemExit) as exit_:
+        _load(script).main(argv)
+    assert exit_.value.code == 2  # argparse's usage error, before any work
+    assert "must be a positive integer" in capsys.readouterr().err
+
+
+def test_benchmark_takes_no_stream_but_not_a_negative_one(capsys):
+    with pytest.raises(SystemExit):
+        _load("benchmark").main(["--batches", "-1"])
+    assert "argument --batches: must be an integer >= 0, got '-1'" in capsys.readouterr().err
