@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from adaptive_zoo.models.inputs import positive_integer
+from adaptive_zoo.models.inputs import is_whole_number, positive_integer
 
 __all__ = [
     "AUTHORS_NORMALIZATION",
@@ -144,7 +144,7 @@ def split_holdout(x, y, size, seed=0):
     """Split `size` samples off `(x, y)` for calibration (the authors hold out
     5,000 CIFAR training images). Returns `((x_rest, y_rest), (x_held, y_held))`.
     """
-    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)) or not 0 < size < len(x):
+    if not is_whole_number(size) or not 0 < size < len(x):
         raise ValueError(f"Hold-out size must be a whole number of samples in (0, {len(x)}), got {size!r}.")
     idx = np.random.default_rng(seed).permutation(len(x))
     return (x[idx[size:]], y[idx[size:]]), (x[idx[:size]], y[idx[:size]])

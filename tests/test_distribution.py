@@ -82,12 +82,16 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 result = {"devices": strategy.num_replicas_in_sync}
+
+def replicas(variable):
+    # A mirrored variable holds one copy per device.
+    return len(getattr(variable.value, "values", [variable]))
+
 for name, make in (("msdnet", msdnet), ("dmnn", dmnn), ("cnmm", cnmm)):
     with strategy.scope():
         model, x, y, losses = train(make)
-    kernel = model.trainable_variables[0].value
-    replicas = len(getattr(kernel, "values", [kernel]))
-    result[name] = {"losses": [float(v) for v in losses], "replicas": replicas}
+    result[name] = {"losses": [float(v) for v in losses],
+                    "replicas": replicas(model.trainable_variables[0])}
     if name == "msdnet":
         result["budget"] = spent_at_half(model, x, y)
         # A saved model loaded under the strategy goes on training there.
@@ -97,9 +101,8 @@ for name, make in (("msdnet", msdnet), ("dmnn", dmnn), ("cnmm", cnmm)):
         with strategy.scope():
             loaded = keras.saving.load_model(path)
             history = loaded.fit(x, y, batch_size=16, epochs=1, verbose=0)
-        slots = [len(getattr(v.value, "values", [v])) for v in loaded.optimizer.variables]
         result["loaded"] = {"losses": [float(v) for v in history.history["loss"]],
-                            "replicas": min(slots)}
+                            "replicas": min(replicas(v) for v in loaded.optimizer.variables)}
     if name == "cnmm":
         result["pruned"] = pruned_runs(model, x)
 json.dump(result, sys.stdout)

@@ -25,6 +25,7 @@ __all__ = [
     "held_out_passes",
     "image_batches",
     "image_dtype",
+    "is_whole_number",
     "label_error",
     "labeled_batches",
     "positive_batch_size",
@@ -256,10 +257,15 @@ def label_error(error):
     return None if found is None else ValueError(found.group(0))
 
 
+def is_whole_number(value):
+    """Whether `value` is an integer, Python's or NumPy's, and not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def positive_integer(value, name):
     """`value` as an `int`; a `ValueError` naming the argument `name` unless
     it is a positive integer (Python's or NumPy's; not a bool)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not is_whole_number(value) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     return int(value)
 
