@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from adaptive_zoo.models.inputs import is_whole_number, positive_integer
+from adaptive_zoo.checks import is_whole_number, positive_integer
 
 __all__ = [
     "AUTHORS_NORMALIZATION",

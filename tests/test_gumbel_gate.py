@@ -61,6 +61,26 @@ def test_config_round_trip_and_errors():
         GumbelGate(2, temperature=0.0)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_sub_blocks": 2.5}, "num_sub_blocks must be a positive integer, got 2.5"),
+    ({"num_sub_blocks": "2"}, "num_sub_blocks must be a positive integer"),
+    ({"num_sub_blocks": 2, "units": 0}, "units must be a positive integer, got 0"),
+    ({"num_sub_blocks": 2, "on_bias": float("inf")}, "on_bias must be a finite number"),
+])
+def test_bad_arguments_are_named(kwargs, message):
+    # 2.5 sub-blocks used to become 2 without a word.
+    with pytest.raises(ValueError, match=message):
+        GumbelGate(**kwargs)
+
+
+@pytest.mark.parametrize("shape", [(6, 8), (4, 4, 8), (1, 6, 4, 4, 8)])
+def test_input_of_the_wrong_rank_is_named(shape):
+    # (6, 8) failed deep inside with "tuple index out of range".
+    gate = GumbelGate(2, use_previous_state=False)
+    with pytest.raises(ValueError, match=f"expected ndim=4, found ndim={len(shape)}"):
+        gate(np.zeros(shape, "float32"))
+
+
 def test_flops_counts_pooling_and_the_three_fcs():
     gate = GumbelGate(2, units=32, use_previous_state=True)
     h, w, c = 7, 7, 64

@@ -75,7 +75,16 @@ def test_serialization_round_trip_and_cost():
     ({"direction": "left"}, "direction"),
     ({"temperature": 0.0}, "temperature"),
     ({"keep_logit": float("nan")}, "keep_logit"),
+    ({"kernel_size": 0}, "kernel_size must be a positive integer, got 0"),
+    ({"filters": 2.5}, "filters must be a positive integer, got 2.5"),
 ])
 def test_bad_arguments_are_named(kwargs, message):
+    kwargs = {"filters": 4, **kwargs}
     with pytest.raises(ValueError, match=message):
-        MixtureEdge(4, **kwargs)
+        MixtureEdge(**kwargs)
+
+
+def test_input_of_the_wrong_rank_is_named():
+    # It failed with "not enough values to unpack".
+    with pytest.raises(ValueError, match="expected ndim=4, found ndim=3"):
+        MixtureEdge(4)(np.zeros((8, 8, 3), "float32"))

@@ -87,6 +87,24 @@ def test_config_round_trip_and_bad_arguments():
         SubBlockBranch("bottleneck", widths=(), filters=8)
     with pytest.raises(ValueError, match="identity"):
         SubBlockBranch("bottleneck", widths=(4,), filters=8).build((None, 4, 4, 6))
+    with pytest.raises(ValueError, match="each of widths must be a positive integer, got 2.5"):
+        SubBlockBranch("bottleneck", widths=(4, 2.5), filters=8)
+    with pytest.raises(ValueError, match="filters must be a positive integer, got 0"):
+        SubBlockBranch("bottleneck", widths=(4,), filters=0)
+    with pytest.raises(ValueError, match="expected ndim=4, found ndim=3"):
+        SubBlockBranch("bottleneck", widths=(4,), filters=8)(np.zeros((4, 4, 8), "float32"))
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (2, 2), (3,)])
+def test_gates_and_decisions_must_be_one_column_per_sub_block(shape):
+    # Three columns for two sub-blocks used to run on the first two silently.
+    branch = SubBlockBranch("bottleneck", widths=(4, 4), filters=8)
+    x = np.random.default_rng(0).random((3, 4, 4, 8), dtype=np.float32)
+    message = r"has 2 sub-blocks: {} must have shape \(batch, 2\) for an input of shape \(3, 4, 4, 8\)"
+    with pytest.raises(ValueError, match=message.format("gates")):
+        branch(x, np.ones(shape, "float32"))
+    with pytest.raises(ValueError, match=message.format("decisions")):
+        branch.skip(x, np.ones(shape, bool))
 
 
 def test_compiled_skipping_handles_every_row_some_rows_and_none():

@@ -12,10 +12,13 @@ default); inference is deterministic: a sub-block is on where its softmax
 probability of "on" reaches a threshold (0.5 as trained; the budget moves it).
 """
 
+import math
+
 import keras
 from keras import ops
 
 from adaptive_zoo import cost, fast_path
+from adaptive_zoo.checks import positive_integer
 
 __all__ = ["GumbelGate"]
 
@@ -68,12 +71,12 @@ class GumbelGate(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if int(num_sub_blocks) < 1:
-            raise ValueError(f"num_sub_blocks must be >= 1, got {num_sub_blocks}.")
+        self.num_sub_blocks = positive_integer(num_sub_blocks, "num_sub_blocks")
+        self.units = positive_integer(units, "units")
         if not float(temperature) > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}.")
-        self.num_sub_blocks = int(num_sub_blocks)
-        self.units = int(units)
+        if not math.isfinite(float(on_bias)):
+            raise ValueError(f"on_bias must be a finite number, got {on_bias!r}.")
         self.use_previous_state = bool(use_previous_state)
         self.temperature = float(temperature)
         self.on_bias = float(on_bias)
@@ -89,6 +92,7 @@ class GumbelGate(keras.layers.Layer):
             name="logits_fc",
         )
         self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
+        self.input_spec = keras.InputSpec(ndim=4)  # the block input (batch, H, W, C)
 
     def build(self, inputs_shape, previous_state_shape=None):
         channels = inputs_shape[-1]

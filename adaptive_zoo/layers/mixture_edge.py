@@ -19,6 +19,7 @@ import math
 import keras
 from keras import ops
 
+from adaptive_zoo.checks import positive_integer
 from adaptive_zoo.layers.base import Layer
 from adaptive_zoo.layers.conv_bn import ConvBNAct
 
@@ -73,15 +74,16 @@ class MixtureEdge(Layer):
             raise ValueError(f"temperature must be > 0, got {temperature!r}.")
         if not math.isfinite(float(keep_logit)):
             raise ValueError(f"keep_logit must be a finite number, got {keep_logit!r}.")
-        self.filters = int(filters)
+        self.filters = positive_integer(filters, "filters")
         self.direction = direction
-        self.kernel_size = int(kernel_size)
+        self.kernel_size = positive_integer(kernel_size, "kernel_size")
         self.keep_logit_init = float(keep_logit)
         self.temperature = float(temperature)
         self.seed = seed
         self.block = ConvBNAct(self.filters, self.kernel_size,
                                strides=2 if direction == "down" else 1, name="block")
         self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
+        self.input_spec = keras.InputSpec(ndim=4)  # the source node (batch, H, W, C)
 
     def build(self, input_shape):
         self.block.build(input_shape)

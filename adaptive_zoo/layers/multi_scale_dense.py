@@ -15,6 +15,7 @@ from keras import ops
 
 from adaptive_zoo import cost
 from adaptive_zoo import fast_path
+from adaptive_zoo.checks import positive_integer
 from adaptive_zoo.layers.base import Layer
 from adaptive_zoo.layers.conv_bn import AuthorsInit, ConvBNAct, batch_norm
 
@@ -351,18 +352,27 @@ class MultiScaleDenseExit(Layer):
 
     def __init__(self, num_classes, width=None, **kwargs):
         super().__init__(**kwargs)
-        self.num_classes = num_classes
-        self.width = width
+        self.num_classes = positive_integer(num_classes, "num_classes")
+        self.width = None if width is None else positive_integer(width, "width")
         self.conv1 = None
         self.conv2 = None
         self.dense = keras.layers.Dense(num_classes, kernel_initializer=AuthorsInit("dense"), name="dense")
 
     @staticmethod
     def _coarsest(x):
-        return x[-1] if isinstance(x, (list, tuple)) else x
+        """The coarsest scale of a list of scales (tensors or their shapes),
+        or the one tensor or shape given."""
+        last = x[-1] if isinstance(x, (list, tuple)) and len(x) else None
+        is_dimension = last is None or isinstance(last, (int, np.integer))  # x is one shape
+        return x if is_dimension else last
 
     def build(self, input_shape):
         shape = self._coarsest(input_shape)
+        if len(shape) != 4:
+            raise ValueError(
+                f"{self.name} takes the coarsest scale (batch, H, W, C), or a list of scales "
+                f"ending with it; got shape {tuple(shape)}."
+            )
         width = self.width or int(shape[-1])
         self.conv1 = ConvBNAct(width, 3, strides=2, name="conv1")
         self.conv2 = ConvBNAct(width, 3, strides=2, name="conv2")

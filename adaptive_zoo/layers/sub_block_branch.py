@@ -20,6 +20,7 @@ from keras import ops
 
 from adaptive_zoo import cost
 from adaptive_zoo import fast_path
+from adaptive_zoo.checks import positive_integer
 from adaptive_zoo.layers.base import Layer
 from adaptive_zoo.layers.conv_bn import ACTIVATIONS, ConvBNAct, activate
 
@@ -172,15 +173,17 @@ class SubBlockBranch(Layer):
         super().__init__(**kwargs)
         if kind not in ("bottleneck", "inverted_residual"):
             raise ValueError(f"kind must be 'bottleneck' or 'inverted_residual', got {kind!r}.")
-        widths = [int(w) for w in widths]
-        if not widths or min(widths) < 1:
+        widths = [positive_integer(w, "each of widths") for w in widths]
+        if not widths:
             raise ValueError(f"widths needs at least one positive width, got {widths}.")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
-        self.kind, self.widths, self.filters = kind, widths, int(filters)
+        self.kind, self.widths = kind, widths
+        self.filters = positive_integer(filters, "filters")
         self.activation = activation
         make = BottleneckSubBlock if kind == "bottleneck" else InvertedResidualSubBlock
         self.sub_blocks = [make(w, self.filters, name=f"sub_block{i}") for i, w in enumerate(widths)]
+        self.input_spec = keras.InputSpec(ndim=4)  # (batch, H, W, filters)
 
     @property
     def num_sub_blocks(self):
@@ -195,7 +198,21 @@ class SubBlockBranch(Layer):
         for block in self.sub_blocks:
             block.build(inputs_shape)
 
+    def _check_per_image(self, inputs, values, what):
+        """A `ValueError` unless `values` is `(batch, N)`, one column per
+        sub-block and one row per image of `inputs`."""
+        shape, batch = tuple(values.shape), inputs.shape[0]
+        if (len(shape) != 2 or shape[1] not in (None, self.num_sub_blocks)
+                or None not in (shape[0], batch) and shape[0] != batch):
+            raise ValueError(
+                f"{self.name} has {self.num_sub_blocks} sub-blocks: {what} must have shape "
+                f"(batch, {self.num_sub_blocks}) for an input of shape {tuple(inputs.shape)}; "
+                f"got shape {shape}."
+            )
+
     def call(self, inputs, gates=None, training=None):
+        if gates is not None:
+            self._check_per_image(inputs, gates, "gates")
         out = inputs
         for i, block in enumerate(self.sub_blocks):
             y = block(inputs, training=training)
@@ -222,6 +239,7 @@ class SubBlockBranch(Layer):
             The same values as `call(inputs, gates)` in inference mode, with
             each sub-block computed only on the images for which it is on.
         """
+        self._check_per_image(inputs, decisions, "decisions")
         accs = accumulate_fns or self.accumulate_fns()
         if fast_path.is_traced(decisions):
             return self._skip_traced(inputs, decisions, accs)

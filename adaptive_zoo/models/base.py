@@ -7,9 +7,10 @@ import inspect
 import keras
 import numpy as np
 
+from adaptive_zoo.checks import positive_integer
 from adaptive_zoo.models.inputs import (
     as_float_images, check_class_labels, check_image_batch, check_label_spec, checked_label_batches,
-    checked_python_batches, label_error, labeled_batches, positive_integer)
+    checked_python_batches, label_error, labeled_batches)
 
 __all__ = ["ZooModel"]
 

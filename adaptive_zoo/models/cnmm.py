@@ -33,7 +33,8 @@ from adaptive_zoo import weights as weights_lib
 from adaptive_zoo.layers.conv_bn import AuthorsInit, ConvBNAct
 from adaptive_zoo.layers.mixture_edge import MixtureEdge, mix_node
 from adaptive_zoo.models.base import ZooModel
-from adaptive_zoo.models.inputs import checked_batches, positive_batch_size, positive_integer
+from adaptive_zoo.checks import positive_integer
+from adaptive_zoo.models.inputs import checked_batches, positive_batch_size
 
 __all__ = ["CNMM", "CNMMCIFAR", "CNMMTiny", "Plan"]
 

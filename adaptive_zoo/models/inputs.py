@@ -12,6 +12,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from adaptive_zoo.checks import positive_integer
+
 __all__ = [
     "as_float_images",
     "check_class_labels",
@@ -25,11 +27,9 @@ __all__ = [
     "held_out_passes",
     "image_batches",
     "image_dtype",
-    "is_whole_number",
     "label_error",
     "labeled_batches",
     "positive_batch_size",
-    "positive_integer",
 ]
 
 
@@ -255,19 +255,6 @@ def label_error(error):
         return None
     found = re.search(rf"[^\s\[\]]+ has \d+ classes: {_LABEL_ASSERTION} .*? to \S+?\.", str(error))
     return None if found is None else ValueError(found.group(0))
-
-
-def is_whole_number(value):
-    """Whether `value` is an integer, Python's or NumPy's, and not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def positive_integer(value, name):
-    """`value` as an `int`; a `ValueError` naming the argument `name` unless
-    it is a positive integer (Python's or NumPy's; not a bool)."""
-    if not is_whole_number(value) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
 
 
 def positive_batch_size(batch_size, default):
