@@ -416,6 +416,11 @@ def test_exits_and_mode_are_checked(tiny):
         tiny(images(2), budget=0.5, mode="fast")
     with pytest.raises(ValueError, match="calibrate"):
         tiny(images(2), budget=0.5, mode="budgeted")
+    with pytest.raises(ValueError, match="cannot be combined with exits='all'"):
+        tiny(images(2), budget=0.5, exits="all")
+    # In training the message spoke of exits='all', which the caller had not passed.
+    with pytest.raises(ValueError, match=r"budget applies to inference, not to training \(which runs every exit"):
+        tiny(images(2), budget=0.5, training=True)
 
 
 def test_predict_and_calibrate_name_missing_images_and_bad_batch_sizes(tiny):

@@ -208,7 +208,10 @@ class MultiExitModel(ZooModel):
         inputs = self._checked_images(inputs)
         if exits == "all" or training:
             if budget is not None:
-                raise ValueError("budget applies to inference; it cannot be combined with exits='all'.")
+                raise ValueError(
+                    "budget applies to inference, not to training (which runs every exit)."
+                    if training else
+                    "budget applies to inference; it cannot be combined with exits='all'.")
             outputs = self._all_exits(inputs, training=training)
             if return_cost:
                 batch = ops.shape(inputs)[0]
