@@ -326,6 +326,16 @@ def test_compile_defaults_to_cross_entropy_on_the_logits(family):
     assert np.isfinite(model.fit(x, y.astype("float32")[:, None], epochs=1, verbose=0).history["loss"][-1])
 
 
+@pytest.mark.parametrize("name", ["model.h5", "model.HDF5"])
+def test_legacy_hdf5_model_files_are_refused_before_writing(name, tmp_path):
+    # Keras wrote them, and its load_model then failed with "Unknown layer: 'MSDNet'".
+    model = FAMILIES["msdnet"]()
+    with pytest.raises(ValueError, match=r"legacy HDF5 format .* Save it as a \.keras file"):
+        model.save(tmp_path / name)
+    assert not list(tmp_path.iterdir())
+    model.save_weights(tmp_path / "model.weights.h5")  # the weights alone stay Keras' own
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_a_saved_compiled_model_loads_compiled(family, tmp_path):
     # Keras skips `compile_from_config` for a model whose `compile` is its own.

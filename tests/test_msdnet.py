@@ -419,7 +419,7 @@ def test_exits_and_mode_are_checked(tiny):
     with pytest.raises(ValueError, match="cannot be combined with exits='all'"):
         tiny(images(2), budget=0.5, exits="all")
     # In training the message spoke of exits='all', which the caller had not passed.
-    with pytest.raises(ValueError, match=r"budget applies to inference, not to training \(which runs every exit"):
+    with pytest.raises(ValueError, match=r"inference, not to training \(which runs every exit"):
         tiny(images(2), budget=0.5, training=True)
 
 

@@ -3,6 +3,7 @@ input checks, Keras' training loop made safe and the base of its config."""
 
 import functools
 import inspect
+import os
 
 import keras
 import numpy as np
@@ -472,8 +473,25 @@ class ZooModel(keras.Model):
         freeze(self)
 
     # ------------------------------------------------------------------ #
-    # Export.
+    # Saving and export.
     # ------------------------------------------------------------------ #
+    def save(self, filepath, *args, **kwargs):
+        """Keras' `save`, refusing Keras' legacy HDF5 format (`.h5`, `.hdf5`)
+        before anything is written: its loader looks classes up by their bare
+        name, and the zoo registers its own under `adaptive_zoo>...`, so
+        `keras.saving.load_model` could not read the file back ("Unknown
+        layer: 'MSDNet'"). Save as `.keras`, or the weights alone with
+        `save_weights("name.weights.h5")`."""
+        if isinstance(filepath, (str, os.PathLike)) and str(os.fspath(filepath)).lower().endswith(
+                (".h5", ".hdf5")):
+            raise ValueError(
+                f"{self.name} cannot be saved in Keras' legacy HDF5 format ({filepath!r}): "
+                "keras.saving.load_model could not read it back. Save it as a .keras file "
+                "(model.save('model.keras')), or its weights with "
+                "model.save_weights('model.weights.h5')."
+            )
+        return super().save(filepath, *args, **kwargs)
+
     # Whether Keras' own export (the model's traced call) runs what the model
     # promises; DMNN's traced call is its masked reference path.
     _exports_by_call = True
