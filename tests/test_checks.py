@@ -1,0 +1,25 @@
+"""The argument checks shared by layers, models and data."""
+
+import numpy as np
+import pytest
+
+from adaptive_zoo.checks import is_whole_number, positive_integer
+
+
+@pytest.mark.parametrize("value, whole", [
+    (3, True), (np.int64(3), True), (0, True), (-2, True),
+    (3.0, False), (2.5, False), ("3", False), (True, False), (np.bool_(True), False), (None, False),
+])
+def test_whole_numbers_are_python_or_numpy_integers_not_bools(value, whole):
+    assert is_whole_number(value) is whole
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, 3.0, "3", True, None])
+def test_positive_integer_names_the_argument(bad):
+    with pytest.raises(ValueError, match=r"units must be a positive integer, got "):
+        positive_integer(bad, "units")
+
+
+def test_positive_integer_returns_a_python_int():
+    value = positive_integer(np.int32(4), "units")
+    assert value == 4 and type(value) is int
