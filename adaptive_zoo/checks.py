@@ -2,12 +2,20 @@
 
 import numpy as np
 
-__all__ = ["is_whole_number", "positive_integer"]
+__all__ = ["integer", "is_whole_number", "positive_integer"]
 
 
 def is_whole_number(value):
     """Whether `value` is an integer, Python's or NumPy's, and not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def integer(value, name):
+    """`value` as an `int`; a `ValueError` naming the argument `name` unless
+    it is an integer (Python's or NumPy's; not a bool): 2.5 is not read as 2."""
+    if not is_whole_number(value):
+        raise ValueError(f"{name} must be an integer, got {value!r}.")
+    return int(value)
 
 
 def positive_integer(value, name):

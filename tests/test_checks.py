@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from adaptive_zoo.checks import is_whole_number, positive_integer
+from adaptive_zoo.checks import integer, is_whole_number, positive_integer
 
 
 @pytest.mark.parametrize("value, whole", [
@@ -23,3 +23,10 @@ def test_positive_integer_names_the_argument(bad):
 def test_positive_integer_returns_a_python_int():
     value = positive_integer(np.int32(4), "units")
     assert value == 4 and type(value) is int
+
+
+def test_integer_takes_any_sign_but_no_fraction():
+    assert integer(0, "step") == 0 and integer(np.int64(-2), "step") == -2
+    for bad in (2.5, 3.0, "3", True):
+        with pytest.raises(ValueError, match=r"step must be an integer, got "):
+            integer(bad, "step")

@@ -63,11 +63,30 @@ def test_flags_translate_to_the_published_configuration():
         ({"stepmode": "odd"}, "step_mode"),
         ({"data": "mnist"}, "data must be"),
         ({"nScales": 3}, "nScales=3 disagrees"),
+        # Read as 2, 1 and True before: a network other than the flags describe.
+        ({"nBlocks": 2.5}, "nBlocks must be an integer, got 2.5"),
+        ({"grFactor": [1, 2.5]}, "each entry of grFactor must be an integer, got 2.5"),
+        ({"bottleneck": "False"}, "bottleneck must be True or False, got 'False'"),
+        ({"reduction": 1.5}, "0 <= reduction <= 1"),
     ],
 )
 def test_unknown_or_inconsistent_flags_are_named(change, message):
     with pytest.raises(ValueError, match=message):
         convert.from_authors("msdnet", {**TINY_FLAGS, **change})
+
+
+def test_flags_as_the_authors_command_line_gives_them_are_read():
+    model = convert.from_authors("msdnet", {**TINY_FLAGS, "nBlocks": "2", "nChannels": np.int64(4)})
+    assert model.arch["n_blocks"] == 2 and model.arch["n_channels"] == 4
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"step": 2.5}, "step must be an integer, got 2.5"),
+    ({"bnAfter": "yes"}, "bnAfter must be True or False, got 'yes'"),
+])
+def test_ranet_flags_of_the_wrong_type_are_named(change, message):
+    with pytest.raises(ValueError, match=message):
+        convert.from_authors("ranet", {**RANET_TINY_FLAGS, **change})
 
 
 def test_unknown_kind_is_refused():
@@ -80,6 +99,19 @@ def test_a_complete_state_dict_loads(tiny_state):
     model = convert.from_authors("msdnet", TINY_FLAGS, state)
     name = "classifier.1.linear.weight"
     np.testing.assert_allclose(np.asarray(model.heads[1].dense.kernel), state[name].T)
+
+
+def test_state_dict_is_a_mapping_or_a_path(tiny_state, tmp_path):
+    model, state = tiny_state
+    np.savez(tmp_path / "state.npz", **state)
+    with np.load(tmp_path / "state.npz") as npz:  # NumPy's Mapping, not a dict (it went to torch.load)
+        loaded = convert.from_authors("msdnet", TINY_FLAGS, npz)
+    x = np.random.default_rng(1).random((2, 32, 32, 3), dtype=np.float32)
+    reference = convert.from_authors("msdnet", TINY_FLAGS, state)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)),
+                               keras.ops.convert_to_numpy(reference(x)), atol=1e-6)
+    with pytest.raises(ValueError, match="state_dict must be None, a mapping .* got int"):
+        convert.from_authors("msdnet", TINY_FLAGS, 42)
 
 
 def test_missing_extra_and_misshaped_tensors_are_named(tiny_state):

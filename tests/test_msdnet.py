@@ -409,6 +409,15 @@ def test_budget_outside_the_unit_interval_is_refused(tiny, budget):
         tiny.predict(images(2), budget=budget)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_blocks": 2.5}, "n_blocks must be an integer, got 2.5"),  # built 2 blocks before
+    ({"reduction": 1.5}, "0 <= reduction <= 1"),  # widened the transitions before
+])
+def test_bad_architecture_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        adaptive_zoo.MSDNetTiny(num_classes=10, input_shape=(16, 16, 1), **kwargs)
+
+
 def test_exits_and_mode_are_checked(tiny):
     with pytest.raises(ValueError, match="exits"):
         tiny(images(2), exits="first")

@@ -251,6 +251,11 @@ def test_invalid_configurations():
         _tiny_model(bottleneck=False)
     with pytest.raises(ValueError, match="step_mode"):
         ranet_block_plan(2, 2, "lin_grow", 4, [1, 2])
+    # Non-integers were truncated (a step of 2.5 built the network of step 2).
+    with pytest.raises(ValueError, match="step must be an integer, got 2.5"):
+        _tiny_model(step=2.5)
+    with pytest.raises(ValueError, match="each of gr_factor must be a positive integer, got 0"):
+        _tiny_model(gr_factor=(2, 0, 1))
 
 
 # --------------------------------------------------------------------------- #

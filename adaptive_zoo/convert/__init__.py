@@ -5,7 +5,9 @@ command-line flags and loads their tensors; torch is needed only to read a
 `.pth`/`.pth.tar` file (loaded with `weights_only=True`).
 """
 
+import collections.abc
 import importlib
+import os
 
 import numpy as np
 
@@ -143,7 +145,14 @@ def from_authors(kind, config, state_dict=None):
     model = cls(**module.model_kwargs(config))
     if state_dict is None:
         return model
-    if not isinstance(state_dict, dict):
+    if isinstance(state_dict, collections.abc.Mapping):  # a dict, or NumPy's .npz file
+        state_dict = dict(state_dict)
+    elif isinstance(state_dict, (str, os.PathLike)) or hasattr(state_dict, "read"):
         state_dict = read_checkpoint(state_dict)
+    else:
+        raise ValueError(
+            "state_dict must be None, a mapping of the authors' tensor names to arrays, or the path "
+            f"of their checkpoint; got {type(state_dict).__name__}."
+        )
     load_state_dict(model, state_dict, kind)
     return model

@@ -5,17 +5,37 @@ turns them into `{torch_name: (keras_variable, transform)}` and assigns a state
 dict, naming every missing, unexpected or wrongly shaped tensor at once.
 """
 
+import re
+
 import numpy as np
 
+from adaptive_zoo.checks import integer
 from adaptive_zoo.layers.conv_bn import ConvBNAct
 
 __all__ = [
-    "assign", "dash_list", "exit_head_entries", "conv_bn_entries", "conv_entries", "bn_entries",
-    "dense_entries",
+    "assign", "bool_flag", "dash_list", "int_flag", "exit_head_entries", "conv_bn_entries",
+    "conv_entries", "bn_entries", "dense_entries",
 ]
 
 # Buffers PyTorch saves that have no Keras counterpart.
 _IGNORED_SUFFIXES = (".num_batches_tracked",)
+
+
+def int_flag(value, key):
+    """One of the authors' integer flags as an `int`: an integer, or its
+    decimal digits as their command line gives them; a `ValueError` naming
+    the flag otherwise (2.5 is not read as 2)."""
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        return int(value)
+    return integer(value, key)
+
+
+def bool_flag(value, key):
+    """One of the authors' boolean flags; a `ValueError` unless it is True or
+    False (the string "False" would otherwise read as True)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{key} must be True or False, got {value!r}.")
+    return bool(value)
 
 
 def dash_list(value, key):
@@ -25,7 +45,7 @@ def dash_list(value, key):
             return [int(v) for v in value.split("-")]
         except ValueError:
             raise ValueError(f"{key} must look like '1-2-4', got {value!r}.") from None
-    return [int(v) for v in value]
+    return [int_flag(v, f"each entry of {key}") for v in value]
 
 
 def _oihw_to_hwio(w):

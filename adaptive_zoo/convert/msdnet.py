@@ -1,7 +1,7 @@
 """The authors' MSDNet (kalviny/MSDNet-PyTorch): flags and tensor names."""
 
 from adaptive_zoo.convert.mapping import (
-    bn_entries, conv_bn_entries, conv_entries, dash_list, exit_head_entries,
+    bn_entries, bool_flag, conv_bn_entries, conv_entries, dash_list, exit_head_entries, int_flag,
 )
 from adaptive_zoo.layers.multi_scale_dense import MSDLayer, MSDStem, MSDTransition
 
@@ -36,16 +36,18 @@ def model_kwargs(config):
     if len(gr) != len(bn):
         raise ValueError(f"grFactor {flags['grFactor']!r} and bnFactor {flags['bnFactor']!r} "
                          "must have one entry per scale.")
-    if "nScales" in config and int(config["nScales"]) != len(gr):
+    if "nScales" in config and int_flag(config["nScales"], "nScales") != len(gr):
         raise ValueError(f"nScales={config['nScales']} disagrees with grFactor {flags['grFactor']!r}.")
     imagenet = data == "ImageNet"
     return dict(
-        n_blocks=int(flags["nBlocks"]), step_mode=flags["stepmode"], step=int(flags["step"]),
-        base=int(flags["base"]), n_channels=int(flags["nChannels"]),
-        growth_rate=int(flags["growthRate"]), gr_factor=gr, bn_factor=bn,
-        bottleneck=bool(flags["bottleneck"]), reduction=float(flags["reduction"]),
+        n_blocks=int_flag(flags["nBlocks"], "nBlocks"), step_mode=flags["stepmode"],
+        step=int_flag(flags["step"], "step"), base=int_flag(flags["base"], "base"),
+        n_channels=int_flag(flags["nChannels"], "nChannels"),
+        growth_rate=int_flag(flags["growthRate"], "growthRate"), gr_factor=gr, bn_factor=bn,
+        bottleneck=bool_flag(flags["bottleneck"], "bottleneck"), reduction=float(flags["reduction"]),
         prune=flags["prune"], imagenet_stem=imagenet, head_width=None if imagenet else 128,
-        num_classes=int(config.get("num_classes", {"cifar10": 10, "cifar100": 100}.get(data, 1000))),
+        num_classes=int_flag(config.get("num_classes", {"cifar10": 10, "cifar100": 100}.get(data, 1000)),
+                             "num_classes"),
         input_shape=(224, 224, 3) if imagenet else (32, 32, 3),
     )
 

@@ -1,7 +1,7 @@
 """The authors' RANet (yangle15/RANet-pytorch): flags and tensor names."""
 
 from adaptive_zoo.convert.mapping import (
-    bn_entries, conv_bn_entries, conv_entries, dash_list, exit_head_entries,
+    bn_entries, bool_flag, conv_bn_entries, conv_entries, dash_list, exit_head_entries, int_flag,
 )
 from adaptive_zoo.layers.multi_scale_dense import RANetBlock, RANetFusionBlock
 
@@ -49,18 +49,18 @@ def model_kwargs(config):
             f"scale_list {flags['scale_list']!r}, grFactor {flags['grFactor']!r} and bnFactor "
             f"{flags['bnFactor']!r} must have one entry per sub-network."
         )
-    if "nScales" in config and int(config["nScales"]) != len(gr):
+    if "nScales" in config and int_flag(config["nScales"], "nScales") != len(gr):
         raise ValueError(f"nScales={config['nScales']} disagrees with grFactor {flags['grFactor']!r}.")
     # The authors size the classifiers from `data`, not from num_classes.
     classes = _CLASSES[data]
-    if "num_classes" in config and int(config["num_classes"]) != classes:
+    if "num_classes" in config and int_flag(config["num_classes"], "num_classes") != classes:
         raise ValueError(f"num_classes={config['num_classes']} disagrees with data={data!r}.")
-    if not flags["bnAfter"]:
+    if not bool_flag(flags["bnAfter"], "bnAfter"):
         raise ValueError("bnAfter=False: the authors' RANet never builds that variant.")
-    n_blocks, block_step = int(flags["nBlocks"]), int(flags["block_step"])
+    n_blocks, block_step = int_flag(flags["nBlocks"], "nBlocks"), int_flag(flags["block_step"], "block_step")
     if "num_exits" in config:
         expected = n_blocks + block_step * (len(scales) - 1)
-        if int(config["num_exits"]) != expected:
+        if int_flag(config["num_exits"], "num_exits") != expected:
             raise ValueError(
                 f"num_exits={config['num_exits']} disagrees with nBlocks={n_blocks}, "
                 f"block_step={block_step} and {len(scales)} scales ({expected} exits)."
@@ -68,8 +68,9 @@ def model_kwargs(config):
     imagenet = data == "ImageNet"
     return dict(
         n_blocks=n_blocks, block_step=block_step, step_mode=flags["stepmode"],
-        step=int(flags["step"]), scale_list=scales, n_channels=int(flags["nChannels"]),
-        growth_rate=int(flags["growthRate"]), gr_factor=gr, bn_factor=bn,
+        step=int_flag(flags["step"], "step"), scale_list=scales,
+        n_channels=int_flag(flags["nChannels"], "nChannels"),
+        growth_rate=int_flag(flags["growthRate"], "growthRate"), gr_factor=gr, bn_factor=bn,
         compress_factor=float(flags["compress_factor"]), reduction=float(flags["reduction"]),
         bottleneck=True, imagenet_stem=imagenet, head_width=None if imagenet else 128,
         num_classes=classes, input_shape=(224, 224, 3) if imagenet else (32, 32, 3),

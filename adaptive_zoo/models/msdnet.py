@@ -10,6 +10,7 @@ import math
 import keras
 
 from adaptive_zoo import weights as weights_lib
+from adaptive_zoo.checks import integer, positive_integer
 from adaptive_zoo.layers.multi_scale_dense import (
     MSDLayer,
     MSDStem,
@@ -211,11 +212,17 @@ class MSDNet(MultiExitModel):
         **kwargs,
     ):
         super().__init__(input_shape=input_shape, num_classes=num_classes, **kwargs)
-        gr_factor, bn_factor = [int(g) for g in gr_factor], [int(b) for b in bn_factor]
+        n_blocks, step, base = integer(n_blocks, "n_blocks"), integer(step, "step"), integer(base, "base")
+        n_channels = positive_integer(n_channels, "n_channels")
+        growth_rate = positive_integer(growth_rate, "growth_rate")
+        gr_factor = [positive_integer(g, "each of gr_factor") for g in gr_factor]
+        bn_factor = [positive_integer(b, "each of bn_factor") for b in bn_factor]
         if len(gr_factor) != len(bn_factor):
             raise ValueError(
                 f"gr_factor and bn_factor need one entry per scale; got {gr_factor} and {bn_factor}."
             )
+        if not 0.0 <= float(reduction) <= 1.0:
+            raise ValueError(f"Need 0 <= reduction <= 1 (0: no compression); got {reduction}.")
         self.arch = dict(
             n_blocks=int(n_blocks), step_mode=step_mode, step=int(step), base=int(base),
             n_channels=int(n_channels), growth_rate=int(growth_rate), gr_factor=gr_factor,

@@ -20,6 +20,7 @@ import math
 import keras
 
 from adaptive_zoo import weights as weights_lib
+from adaptive_zoo.checks import integer, positive_integer
 from adaptive_zoo.layers.multi_scale_dense import (
     MultiScaleDenseExit,
     RANetBlock,
@@ -169,8 +170,13 @@ class RANet(MultiExitModel):
         **kwargs,
     ):
         super().__init__(input_shape=input_shape, num_classes=num_classes, **kwargs)
-        scale_list = [int(s) for s in scale_list]
-        gr_factor, bn_factor = [int(g) for g in gr_factor], [int(b) for b in bn_factor]
+        n_blocks, block_step = integer(n_blocks, "n_blocks"), integer(block_step, "block_step")
+        step = integer(step, "step")
+        n_channels = positive_integer(n_channels, "n_channels")
+        growth_rate = positive_integer(growth_rate, "growth_rate")
+        scale_list = [integer(s, "each of scale_list") for s in scale_list]
+        gr_factor = [positive_integer(g, "each of gr_factor") for g in gr_factor]
+        bn_factor = [positive_integer(b, "each of bn_factor") for b in bn_factor]
         if not len(scale_list) == len(gr_factor) == len(bn_factor):
             raise ValueError(
                 "scale_list, gr_factor and bn_factor need one entry per sub-network; got "
