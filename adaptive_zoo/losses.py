@@ -85,7 +85,13 @@ def validate_category_map(category_map, num_classes):
                 f"missing classes {missing[:10]}{'...' if len(missing) > 10 else ''}."
             )
         category_map = [category_map[c] for c in range(num_classes)]
-    mapping = [int(c) for c in np.asarray(category_map).reshape(-1)]
+    ids = np.asarray(category_map).reshape(-1)
+    whole = ids.dtype.kind in "iu" or ids.dtype.kind == "f" and np.all(np.isfinite(ids) & (ids % 1 == 0))
+    if not whole:  # 0.5 was read as category 0
+        raise ValueError(
+            f"category_map gives whole-number category ids, one per class; got {ids[:10].tolist()}."
+        )
+    mapping = [int(c) for c in ids]
     if len(mapping) != num_classes:
         raise ValueError(
             f"category_map must give one category per class: the model has {num_classes} "

@@ -447,6 +447,29 @@ def test_category_map_must_cover_every_class(mapping):
         az.DMNNResNet(category_map=mapping, **TINY)
 
 
+def test_category_ids_must_be_whole_numbers():
+    # [0.5, ...] was read as category 0 for every class.
+    with pytest.raises(ValueError, match=r"whole-number category ids, one per class; got \[0.5"):
+        az.DMNNResNet(category_map=[0.5] * 10, **TINY)
+    model = az.DMNNResNet(category_map=np.arange(10, dtype="float32") // 5, **TINY)  # 0.0, 1.0 are ids
+    assert model.category_map == [0] * 5 + [1] * 5 and model.num_categories == 2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"depths": (2.5, 2)}, "depths must be positive block counts"),  # built 2 blocks before
+    ({"base_width": 8.5}, "base_width must be a positive integer, got 8.5"),
+])
+def test_resnet_counts_must_be_whole(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        az.DMNNResNet(**{**TINY, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs", [{"width_multiplier": 0.0}, {"dropout": 1.0}])
+def test_mobilenet_width_and_dropout_are_checked(kwargs):
+    with pytest.raises(ValueError, match="width_multiplier > 0 and 0 <= dropout < 1"):
+        az.DMNNMobileNetV2CIFAR(num_classes=10, **kwargs)
+
+
 def test_cifar100_category_map():
     mapping, count = losses.validate_category_map("cifar100", 100)
     assert count == 20 and len(mapping) == 100 and sorted(set(mapping)) == list(range(20))

@@ -29,6 +29,7 @@ from keras import ops
 from adaptive_zoo import budget as budget_lib
 from adaptive_zoo import cost
 from adaptive_zoo import fast_path
+from adaptive_zoo.checks import is_whole_number, positive_integer
 from adaptive_zoo.models.base import ZooModel
 from adaptive_zoo.models.inputs import (
     checked_batches,
@@ -898,10 +899,11 @@ class DMNNResNet(DMNN):
                  input_shape=(224, 224, 3), weights=None, **kwargs):
         super().__init__(input_shape=input_shape, num_classes=num_classes,
                          sub_blocks=sub_blocks, target_rate=target_rate, **kwargs)
-        self.depths = [int(d) for d in depths]
-        if not self.depths or min(self.depths) < 1:
+        self.depths = list(depths)
+        if not self.depths or not all(is_whole_number(d) and d >= 1 for d in self.depths):
             raise ValueError(f"depths must be positive block counts, got {depths!r}.")
-        self.base_width = int(base_width)
+        self.depths = [int(d) for d in self.depths]
+        self.base_width = positive_integer(base_width, "base_width")
         self.width_factor = (float(width_factor) if width_factor is not None
                              else _RESNET_WIDTH_FACTORS.get(self.sub_blocks, 1.0))
         self.cifar_stem = bool(cifar_stem)
@@ -1000,6 +1002,12 @@ class DMNNMobileNetV2(DMNN):
         self.cifar = bool(cifar)
         self.width_multiplier = float(width_multiplier)
         self.dropout = float(dropout)
+        if not (math.isfinite(self.width_multiplier) and self.width_multiplier > 0
+                and 0.0 <= self.dropout < 1.0):
+            raise ValueError(
+                "Need width_multiplier > 0 and 0 <= dropout < 1; got "
+                f"{width_multiplier!r} and {dropout!r}."
+            )
         n = self.sub_blocks
 
         def channels(c):
