@@ -291,6 +291,26 @@ def default_budgets(confidences, exit_flops, n=20):
     return [b for b in budgets if b < 1.0] + [1.0]
 
 
+def _exit_arrays(confidences, exit_flops):
+    """`confidences` `(K, N)` and the K exits' cumulative costs as float64
+    arrays; a `ValueError` naming what does not fit (a wrong shape gave an
+    `IndexError`, NaN confidences a budget said to be out of reach)."""
+    confidences = np.asarray(confidences, dtype=np.float64)
+    exit_flops = np.asarray(exit_flops, dtype=np.float64)
+    if confidences.ndim != 2 or exit_flops.shape != confidences.shape[:1]:
+        raise ValueError(
+            "confidences must be (K, N), one row per exit, and exit_flops the K exits' cumulative "
+            f"costs; got shapes {confidences.shape} and {exit_flops.shape}."
+        )
+    if not np.all(np.isfinite(confidences)):
+        raise ValueError("confidences hold NaN or infinite values: are the model's outputs finite?")
+    if not (exit_flops[0] > 0 and np.all(np.diff(exit_flops) >= 0)):
+        raise ValueError(
+            f"exit_flops must be cumulative costs, positive and non-decreasing; got {exit_flops.tolist()}."
+        )
+    return confidences, exit_flops
+
+
 def calibrate_exits(confidences, correct, exit_flops, budgets, tolerance=0.01):
     """Thresholds for each budget, by the authors' procedure on held-out data.
 
@@ -313,13 +333,18 @@ def calibrate_exits(confidences, correct, exit_flops, budgets, tolerance=0.01):
         ValueError: if a budget is below the cheapest achievable cost (every
             sample at the first exit).
     """
-    confidences = np.asarray(confidences, dtype=np.float64)
+    confidences, exit_flops = _exit_arrays(confidences, exit_flops)
     n_exits, n = confidences.shape
     if n < n_exits:
         raise ValueError(
             f"The calibration set has {n} samples, fewer than the model's {n_exits} exits."
         )
-    exit_flops = np.asarray(exit_flops, dtype=np.float64)
+    if correct is not None and np.shape(correct) != confidences.shape:
+        raise ValueError(
+            f"correct must have the shape of confidences, {confidences.shape}; got {np.shape(correct)}."
+        )
+    if not 0.0 <= float(tolerance) < 1.0:  # NaN too
+        raise ValueError(f"tolerance is a relative cost in [0, 1), got {tolerance!r}.")
     full = exit_flops[-1]
 
     result = Calibration([], [], [], [])

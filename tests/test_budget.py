@@ -97,6 +97,21 @@ def test_calibration_refuses_unreachable_budgets_and_tiny_sets():
         budget.calibrate_exits(conf[:, :2], None, [50.0, 80.0, 100.0], [0.8])
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"exit_flops": [1.0, 2.0]}, r"one row per exit.*got shapes \(3, 40\) and \(2,\)"),  # IndexError before
+    ({"exit_flops": [4.0, 2.0, 1.0]}, "positive and non-decreasing"),
+    ({"confidences": np.full((3, 40), np.nan)}, "NaN or infinite"),  # "Cannot calibrate budget" before
+    ({"correct": np.ones((3, 10), bool)}, r"correct must have the shape of confidences, \(3, 40\)"),
+    ({"tolerance": -0.1}, r"tolerance is a relative cost in \[0, 1\)"),
+])
+def test_calibration_arrays_that_do_not_fit_are_named(change, message):
+    rng = np.random.default_rng(0)
+    arguments = {"confidences": rng.random((3, 40)), "correct": rng.random((3, 40)) > 0.5,
+                 "exit_flops": [1.0, 2.0, 4.0], "budgets": [0.5], **change}
+    with pytest.raises(ValueError, match=message):
+        budget.calibrate_exits(**arguments)
+
+
 def test_thresholds_outside_the_calibrated_range_state_the_range():
     cal = budget.Calibration([0.5, 1.0], [[0.9, -np.inf], [np.inf, -np.inf]], [5, 10], [0.8, 0.9])
     with pytest.raises(ValueError, match=r"\[0.5000, 1.0000\]"):
