@@ -40,6 +40,8 @@ import numpy as np
 from keras import ops
 from keras import tree
 
+from adaptive_zoo.checks import is_whole_number
+
 __all__ = [
     "accumulating",
     "activate_fresh",
@@ -1274,8 +1276,8 @@ def tune_cpu_allocator(mmap_threshold=256 << 20, trim_threshold=1 << 30):
     import ctypes
 
     for value in (mmap_threshold, trim_threshold):
-        if not 0 < int(value) < 2**31:
-            raise ValueError(f"Allocator thresholds are bytes in (0, 2**31); got {value!r}.")
+        if not (is_whole_number(value) and 0 < value < 2**31):  # "big" or 2.5 failed in int()
+            raise ValueError(f"Allocator thresholds are whole bytes in (0, 2**31); got {value!r}.")
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError, TypeError):

@@ -607,8 +607,9 @@ def test_tune_cpu_allocator_keeps_large_buffers_in_the_heap():
     # A 64 MiB buffer gets its own pages by default, and comes from the heap
     # after, as does an 80 MiB one allocated on a thread started after.
     assert out[-5:] == ["True"] * 5
-    with pytest.raises(ValueError, match="thresholds"):
-        fast_path.tune_cpu_allocator(mmap_threshold=0)
+    for bad in (0, 2**31, "big", 1.5e8):  # "big" failed inside int(), 1.5e8 was truncated
+        with pytest.raises(ValueError, match=r"thresholds are whole bytes in \(0, 2\*\*31\)"):
+            fast_path.tune_cpu_allocator(mmap_threshold=bad)
 
 
 def _conv_net(channels=3):
