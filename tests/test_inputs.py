@@ -118,6 +118,14 @@ def test_batch_size_must_be_a_positive_integer(bad):
     assert positive_batch_size(np.int64(5), 32) == 5
 
 
+def test_an_images_and_labels_tuple_where_images_go_is_named():
+    # predict((x, y), budget=b) gave x's logits, then failed on y as "an input of rank 1".
+    x, y = np.ones((6, 2, 2, 1), "float32"), np.arange(6)
+    with pytest.raises(ValueError, match=r"\(images, labels\) tuple of arrays where images go"):
+        list(image_batches((x, y), 4))
+    assert [b.shape[0] for b in image_batches((x[:4], x[4:]), 4)] == [4, 2]  # batches in a tuple
+
+
 def test_checked_batches_skip_empty_batches_and_refuse_no_images():
     checked = []
     x = np.ones((3, 2, 2, 1), "float32")

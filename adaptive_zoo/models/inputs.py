@@ -379,6 +379,13 @@ def image_batches(x, batch_size):
     Raises:
         ValueError: for a batch given as a dict.
     """
+    if (isinstance(x, tuple) and len(x) in (2, 3) and all(hasattr(t, "shape") for t in x)
+            and len(x[0].shape) == 4 and len(x[1].shape) < 4):
+        # Read as two batches, the labels failed the image check as an input of rank 1.
+        raise ValueError(
+            "Got an (images, labels) tuple of arrays where images go: pass the images alone, or a "
+            "dataset of (images, labels) batches (its labels are dropped)."
+        )
     if hasattr(x, "shape"):
         if len(x.shape) == 4:
             for start in range(0, int(x.shape[0]), batch_size):
