@@ -73,6 +73,13 @@ def test_bad_arguments_are_named(kwargs, message):
         GumbelGate(**kwargs)
 
 
+@pytest.mark.parametrize("shape", [(6, 7), (6, 4, 32)])
+def test_previous_state_of_another_shape_is_named(shape):
+    gate = GumbelGate(2, units=32)
+    with pytest.raises(ValueError, match=r"previous_state of shape \(batch, 32\)"):
+        gate(_x(), previous_state=np.zeros(shape, "float32"))
+
+
 @pytest.mark.parametrize("shape", [(6, 8), (4, 4, 8), (1, 6, 4, 4, 8)])
 def test_input_of_the_wrong_rank_is_named(shape):
     # (6, 8) failed deep inside with "tuple index out of range".

@@ -95,6 +95,13 @@ class GumbelGate(keras.layers.Layer):
         self.input_spec = keras.InputSpec(ndim=4)  # the block input (batch, H, W, C)
 
     def build(self, inputs_shape, previous_state_shape=None):
+        if self.use_previous_state and previous_state_shape is not None and (
+                len(previous_state_shape) != 2 or previous_state_shape[-1] not in (None, self.units)):
+            # Keras' Dense named its own sublayer ("state_fc") instead.
+            raise ValueError(
+                f"{self.name} takes previous_state of shape (batch, {self.units}), the previous "
+                f"controller's state; got shape {tuple(previous_state_shape)}."
+            )
         channels = inputs_shape[-1]
         self.input_fc.build((None, channels))
         if self.state_fc is not None:
