@@ -185,7 +185,7 @@ def main(argv=None):
     if keras.backend.backend() != "torch":
         raise SystemExit("DistributedDataParallel is PyTorch's: run with KERAS_BACKEND=torch "
                          "(on jax or tensorflow, see train_tfds.py --data-parallel).")
-    if args.processes < 1 or args.batch_size % args.processes:
+    if args.batch_size % args.processes:  # both positive (cli.positive_int)
         raise SystemExit(f"--batch-size ({args.batch_size}) must split evenly between the "
                          f"--processes ({args.processes}).")
     if args.save and not args.save.endswith(".keras"):

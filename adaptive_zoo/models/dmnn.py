@@ -899,10 +899,10 @@ class DMNNResNet(DMNN):
                  input_shape=(224, 224, 3), weights=None, **kwargs):
         super().__init__(input_shape=input_shape, num_classes=num_classes,
                          sub_blocks=sub_blocks, target_rate=target_rate, **kwargs)
-        self.depths = list(depths)
-        if not self.depths or not all(is_whole_number(d) and d >= 1 for d in self.depths):
+        counts = list(depths)
+        if not counts or not all(is_whole_number(d) and d >= 1 for d in counts):
             raise ValueError(f"depths must be positive block counts, got {depths!r}.")
-        self.depths = [int(d) for d in self.depths]
+        self.depths = [int(d) for d in counts]
         self.base_width = positive_integer(base_width, "base_width")
         self.width_factor = (float(width_factor) if width_factor is not None
                              else _RESNET_WIDTH_FACTORS.get(self.sub_blocks, 1.0))
