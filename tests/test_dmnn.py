@@ -9,7 +9,7 @@ import pytest
 from keras import ops
 
 import adaptive_zoo as az
-from adaptive_zoo import fast_path, losses
+from adaptive_zoo import fast_path
 
 TINY = dict(depths=(3, 3), base_width=8, sub_blocks=2, cifar_stem=True, num_classes=10,
             input_shape=(8, 8, 1))
@@ -470,15 +470,8 @@ def test_mobilenet_width_and_dropout_are_checked(kwargs):
         az.DMNNMobileNetV2CIFAR(num_classes=10, **kwargs)
 
 
-def test_cifar100_category_map():
-    mapping, count = losses.validate_category_map("cifar100", 100)
-    assert count == 20 and len(mapping) == 100 and sorted(set(mapping)) == list(range(20))
-
-
-def test_fashion_mnist_category_map_by_name():
-    mapping, count = losses.validate_category_map("fashion_mnist", 10)
-    # Sneaker (7) and ankle boot (9) are footwear like sandal (5); bag (8) alone.
-    assert count == 5 and mapping[5] == mapping[7] == mapping[9] != mapping[8]
+def test_a_category_map_by_name_is_kept_by_name():
+    # The mappings themselves: tests/test_losses.py.
     model = az.DMNNResNet(category_map="fashion_mnist", **TINY)
     assert model.num_categories == 5
     assert model.get_config()["category_map"] == "fashion_mnist"

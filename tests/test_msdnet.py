@@ -456,33 +456,6 @@ def test_keras_file_round_trip_keeps_weights_and_calibration(tiny, tmp_path):
     tiny.calibration = None
 
 
-def test_layers_serialize():
-    head = adaptive_zoo.MultiScaleDenseExit(num_classes=5, width=8)
-    x = np.random.default_rng(0).random((2, 8, 8, 4), dtype=np.float32)
-    y = head([x])
-    clone = adaptive_zoo.MultiScaleDenseExit.from_config(head.get_config())
-    clone.build([x.shape])
-    clone.set_weights(head.get_weights())
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(clone([x])), keras.ops.convert_to_numpy(y),
-                               atol=1e-6)
-    assert tuple(y.shape) == (2, 5)
-
-
-def test_exit_takes_one_scale_or_a_list_and_names_bad_input():
-    x = np.random.default_rng(0).random((2, 8, 8, 4), dtype=np.float32)
-    head = adaptive_zoo.MultiScaleDenseExit(num_classes=5, width=8)
-    # Built on one tensor (not in a list), it failed with "'int' object is not subscriptable".
-    alone = keras.ops.convert_to_numpy(head(x))
-    listed = keras.ops.convert_to_numpy(head([None, x]))  # the scales nothing reads may be None
-    np.testing.assert_allclose(alone, listed, atol=1e-6)
-    with pytest.raises(ValueError, match=r"coarsest scale \(batch, H, W, C\).*got shape \(2, 4\)"):
-        adaptive_zoo.MultiScaleDenseExit(num_classes=5)(x[:, 0, 0])
-    for kwargs, message in [({"num_classes": 0}, "num_classes must be a positive integer, got 0"),
-                            ({"num_classes": 5, "width": 0}, "width must be a positive integer, got 0")]:
-        with pytest.raises(ValueError, match=message):
-            adaptive_zoo.MultiScaleDenseExit(**kwargs)
-
-
 @pytest.fixture(scope="module")
 def digits_model():
     """A tiny MSDNet trained on digits, 300 training images held out for calibration."""
