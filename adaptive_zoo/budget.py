@@ -434,6 +434,7 @@ def calibrate(model, data, budgets=None, batch_size=None, verbose="auto"):
         model: an MSDNet, RANet or DMNN.
         data: `(images, labels)` arrays or an iterable of such batches
             (DMNN also takes images alone; then no accuracy is measured).
+            Every image counts alike: sample weights are refused.
         budgets: budgets in (0, 1]; default: a grid from the cheapest
             reachable budget to 1.
         batch_size: batch size for arrays.

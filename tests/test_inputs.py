@@ -100,6 +100,20 @@ def test_held_out_data_without_labels_or_rows_is_named(data, message):
         held_out_arrays(data)
 
 
+@pytest.mark.parametrize("labels_required", [True, False])
+def test_held_out_sample_weights_are_named(labels_required):
+    # (images, labels, weights) arrays were read as three batches of images:
+    # "needs labels" for MSDNet and RANet, "rank 1" for DMNN; a dataset's
+    # weights were dropped without a word.
+    x, y, w = np.ones((4, 2, 2, 1), "float32"), np.zeros(4), np.ones(4)
+    for data in ((x, y, w), [(x, y, w)]):
+        with pytest.raises(ValueError, match=r"weighs every held-out image alike: pass \(images, labels\)"):
+            held_out_arrays(data, labels_required=labels_required)
+    # A dataset's batches of (images, labels, None) are (images, labels).
+    images, labels = held_out_arrays([(x, y, None)], labels_required=labels_required)
+    assert images.shape == (4, 2, 2, 1) and labels.shape == (4,)
+
+
 def test_held_out_dict_batches_are_refused_where_labels_are_optional():
     with pytest.raises(ValueError, match="not dicts"):
         held_out_arrays([{"image": np.ones((1, 2, 2, 1))}], labels_required=False)

@@ -706,6 +706,7 @@ class DMNN(ZooModel):
             data: images `(N, H, W, C)`, `(images, labels)`, or an iterable
                 of image batches or of `(images, labels)` batches. Labels are
                 optional: with them, the accuracy at each budget is measured.
+                Every image counts alike: sample weights are refused.
                 The search reads the data once per threshold it tries
                 (the budgets' searches share their first steps), one batch
                 at a time: a dataset that can be iterated again (`tf.data`, a

@@ -429,11 +429,15 @@ def held_out_batches(data, labels_required=True, batch_size=None, verbose=0, che
         `(images, labels)` of each non-empty batch.
 
     Raises:
-        ValueError: for missing labels (if required), no data, dict batches,
-            a label count other than the image count, or labels that
-            `check_labels` refuses.
+        ValueError: for missing labels (if required), sample weights (every
+            image counts alike), no data, dict batches, a label count other
+            than the image count, or labels that `check_labels` refuses.
     """
     images = data
+    if (isinstance(data, (tuple, list)) and len(data) == 3 and all(hasattr(t, "shape") for t in data)
+            and len(data[0].shape) == 4 and len(data[1].shape) < 4):
+        # (images, labels, sample_weight) was read as three batches of images.
+        raise ValueError(_UNWEIGHTED)
     if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
         images = data[0]
         if data[1] is None and labels_required:
@@ -484,8 +488,16 @@ def _array_batches(images, labels, batch_size):
         yield images[start:start + step], None if labels is None else labels[start:start + step]
 
 
+_UNWEIGHTED = (
+    "Calibration weighs every held-out image alike: pass (images, labels) without sample weights "
+    "(for a dataset of (images, labels, weights): dataset.map(lambda x, y, w: (x, y)))."
+)
+
+
 def _iterated_batches(data, labels_required):
     for item in data:
+        if isinstance(item, (tuple, list)) and len(item) > 2 and item[2] is not None:
+            raise ValueError(_UNWEIGHTED)  # its weights were dropped without a word
         if isinstance(item, (tuple, list)) and len(item) >= 2:
             yield item[0], item[1]
         elif labels_required:

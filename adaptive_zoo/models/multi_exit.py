@@ -510,7 +510,8 @@ class MultiExitModel(ZooModel):
             data: `(images, labels)` arrays, or an iterable of
                 `(images, labels)` batches (e.g. a `tf.data.Dataset`), read
                 once, one batch at a time (a held-out set as large as
-                ImageNet's need not fit in memory).
+                ImageNet's need not fit in memory). Every image counts
+                alike: sample weights are refused.
             budgets: budgets to calibrate, each in (0, 1]. Default: 20 points
                 from the cheapest reachable cost to 1.
             batch_size: batch size for arrays.
