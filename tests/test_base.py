@@ -280,6 +280,14 @@ def test_evaluate_at_a_budget_scores_what_predict_returns(family):
         model.evaluate(x, y, budget=0.8, callbacks=[keras.callbacks.History()], verbose=0)
     with pytest.raises(ValueError, match="budget must be a finite number"):
         model.evaluate(x, y, budget=1.5, verbose=0)
+    # Counts that do not match failed in the loss with the backend's shape
+    # error (a RuntimeError on torch); arrays are checked before any image runs.
+    with pytest.raises(ValueError, match="evaluate got 12 images but 5 labels: pass one per image"):
+        model.evaluate(x, y[:5], budget=0.8, verbose=0)
+    with pytest.raises(ValueError, match="evaluate got 12 images but 3 sample weights"):
+        model.evaluate(x, y, sample_weight=np.ones(3), budget=0.8, verbose=0)
+    with pytest.raises(ValueError, match="evaluate got 5 images but 4 labels"):
+        model.evaluate([(x[:5], y[:4])], budget=0.8, verbose=0)
     with pytest.raises(ValueError, match="call model.compile"):
         FAMILIES[family]().evaluate(x, y, budget=0.8, verbose=0)
 

@@ -72,6 +72,16 @@ def _class_id_loss(loss):
     return loss is keras.losses.sparse_categorical_crossentropy, None
 
 
+def _check_counts(images, labels, weights):
+    """A `ValueError` unless `labels` and `weights` (or None) have one row
+    per image, `images` of them (a budgeted `evaluate`'s arrays or batch;
+    the loss failed on them with the backend's own shape error)."""
+    for what, values in (("labels", labels), ("sample weights", weights)):
+        rows = None if values is None else int(np.shape(values)[0]) if np.ndim(values) else 0
+        if rows is not None and rows != images:
+            raise ValueError(f"evaluate got {images} images but {rows} {what}: pass one per image.")
+
+
 class ZooModel(keras.Model):
     """Base of the zoo's model families (multi-exit nets, DMNN).
 
@@ -233,6 +243,7 @@ class ZooModel(keras.Model):
         if hasattr(x, "shape"):
             if y is None:
                 raise ValueError("evaluate with a budget needs labels: pass x and y.")
+            _check_counts(len(x), y, sample_weight)  # before any image runs
             # One `predict` over the arrays: the multi-exit models pool the
             # survivors of consecutive batches.
             outputs = self.predict(x, batch_size=batch_size, verbose=verbose, steps=steps,
@@ -256,6 +267,7 @@ class ZooModel(keras.Model):
             metrics.reset_state()
         total_loss = total_flops = count = 0.0
         for labels, logits, cost, weights in parts:
+            _check_counts(len(logits), labels, weights)
             if loss is not None:
                 value = loss(labels, logits, weights)
                 total_loss += float(keras.ops.convert_to_numpy(value)) * len(logits)
