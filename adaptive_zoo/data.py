@@ -95,13 +95,25 @@ def load_digits(image_size=16, test_fraction=0.25, seed=0):
 
 
 def _read_idx(path):
+    """The uint8 array in an IDX file (gzipped or not), or a `ValueError`
+    naming the file if it is not one (corrupted, truncated)."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    magic = int.from_bytes(data[:4], "big")
-    ndim = magic & 0xFF
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as error:  # gzip's BadGzipFile is an OSError
+        raise ValueError(f"{path} is not a readable IDX file ({error}).") from error
+    # Magic number: two zero bytes, 0x08 (unsigned bytes), the rank; then
+    # one 4-byte size per dimension, then the values.
+    ndim = data[3] if len(data) >= 4 else 0
+    header = 4 + 4 * ndim
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    if data[:3] != b"\x00\x00\x08" or not ndim or len(data) < header:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes (header {data[:4].hex()!r}).")
+    if len(data) != header + int(np.prod(dims)):
+        raise ValueError(
+            f"{path} is truncated or corrupted: {len(data) - header} values for dimensions {dims}.")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
 def _find_fashion_file(stem, directories):
@@ -136,6 +148,13 @@ def load_fashion_mnist(directory=None, image_size=28):
             "package (apt-get install dataset-fashion-mnist) or pass directory=."
         )
     x_train, y_train, x_test, y_test = (_read_idx(p) for p in paths)
+    pairs = ((x_train, y_train, *paths[:2]), (x_test, y_test, *paths[2:]))
+    for images, labels, image_path, label_path in pairs:
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(
+                f"Fashion-MNIST files that do not pair: {image_path} holds an array of shape "
+                f"{images.shape}, {label_path} one of shape {labels.shape} (want (N, 28, 28) and (N,))."
+            )
     scale = lambda x: _resize_bilinear((x.astype(np.float32) / 255.0)[..., None], image_size)  # noqa: E731
     return (scale(x_train), y_train.astype(np.int32)), (scale(x_test), y_test.astype(np.int32))
 
@@ -144,6 +163,8 @@ def split_holdout(x, y, size, seed=0):
     """Split `size` samples off `(x, y)` for calibration (the authors hold out
     5,000 CIFAR training images). Returns `((x_rest, y_rest), (x_held, y_held))`.
     """
+    if len(x) != len(y):
+        raise ValueError(f"split_holdout got {len(x)} images but {len(y)} labels.")
     if not is_whole_number(size) or not 0 < size < len(x):
         raise ValueError(f"Hold-out size must be a whole number of samples in (0, {len(x)}), got {size!r}.")
     idx = np.random.default_rng(seed).permutation(len(x))

@@ -1,5 +1,6 @@
 """Data loaders: embedded data works offline, missing data is a clear error."""
 
+import gzip
 import subprocess
 import sys
 
@@ -34,6 +35,8 @@ def test_holdout_split():
     assert len(xh) == 5 and len(xr) == 15 and not set(yh) & set(yr)
     with pytest.raises(ValueError, match="Hold-out size"):
         data.split_holdout(x, y, 20)
+    with pytest.raises(ValueError, match="split_holdout got 20 images but 19 labels"):  # was an IndexError
+        data.split_holdout(x, y[:19], 5)
 
 
 def test_missing_fashion_mnist_names_the_package(tmp_path):
@@ -131,6 +134,29 @@ def test_imagenet_pipeline_keeps_the_central_crop():
         training = next(iter(data.load_tfds("imagenet", "train", batch_size=3, training=True,
                                             image_size=64)))[0]
     assert tuple(evaluation.shape) == (3, 224, 224, 3) and tuple(training.shape) == (3, 64, 64, 3)
+
+
+def test_corrupted_fashion_mnist_files_are_named(tmp_path):
+    # Such files failed with NumPy's "offset must be non-negative and no
+    # greater than buffer length" or a reshape error, naming no file.
+    images = np.zeros((3, 28, 28), np.uint8)
+    labels = np.array([0, 9, 4], np.uint8)
+    write_fashion_mnist(tmp_path, images, labels)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    whole = gzip.decompress(path.read_bytes())
+    for content, message in [
+        (gzip.compress(whole[:-100]), "train-images-idx3-ubyte.gz is truncated or corrupted: 2252 values "
+                                      r"for dimensions \[3, 28, 28\]"),
+        (gzip.compress(b"not an IDX file"), "train-images-idx3-ubyte.gz is not an IDX file of unsigned"),
+        (whole[:50], "train-images-idx3-ubyte.gz is not a readable IDX file"),  # not gzip
+    ]:
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=message):
+            data.load_fashion_mnist(directory=str(tmp_path))
+    write_fashion_mnist(tmp_path, images, labels[:2])
+    unpaired = r"do not pair: .*train-images.*\(3, 28, 28\), .*train-labels.*\(2,\)"
+    with pytest.raises(ValueError, match=unpaired):
+        data.load_fashion_mnist(directory=str(tmp_path))
 
 
 def test_fashion_mnist_from_idx_files_resized(tmp_path):
