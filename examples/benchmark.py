@@ -137,7 +137,7 @@ def main(argv=None):
                         help="batches in the stream timing (0: skip it)")
     parser.add_argument("--repeats", type=cli.positive_int, default=7)
     parser.add_argument("--calibration-size", type=cli.positive_int, default=2000)
-    parser.add_argument("--budgets", default="1.0,0.75,0.5,0.25")
+    parser.add_argument("--budgets", type=cli.budget_list, default=[1.0, 0.75, 0.5, 0.25])
     parser.add_argument("--stage-batches", default="",
                         help="comma-separated batch sizes at which to time each stage alone")
     parser.add_argument("--state", action="store_true",
@@ -153,7 +153,7 @@ def main(argv=None):
               f"(MiB per image): {', '.join(f'{m:.3f}' for m in mib)}; largest {max(mib):.3f}")
         return mib
     shape = model.image_shape
-    budgets = [float(b) for b in args.budgets.split(",")]
+    budgets = args.budgets
     held_out = rng.normal(size=(args.calibration_size,) + shape).astype("float32")
     labels = rng.integers(0, model.num_classes, args.calibration_size)
     model.calibrate((held_out, labels), budgets=budgets, verbose=0)

@@ -43,7 +43,7 @@ def main(argv=None):
     parser.add_argument("--batch", type=cli.positive_int, default=64)
     parser.add_argument("--repeats", type=cli.positive_int, default=7)
     parser.add_argument("--pruning", default="probability", choices=["probability", "cost"])
-    parser.add_argument("--budgets", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
+    parser.add_argument("--budgets", type=cli.budget, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
     parser.add_argument("--model", default="cifar", choices=["cifar", "tiny"],
                         help="cifar: CNMMCIFAR at 32x32; tiny: CNMMTiny at 8x8 (for tests)")
     parser.add_argument("--edges", action="store_true",

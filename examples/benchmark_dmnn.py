@@ -55,7 +55,7 @@ def main(argv=None):
                         help="first stage's width of the cifar model (ResNet-50: 64)")
     parser.add_argument("--stem-strides", type=int, default=2, choices=[1, 2],
                         help="strides of the cifar model's stem (DMNN50CIFAR's default: 2)")
-    parser.add_argument("--budgets", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
+    parser.add_argument("--budgets", type=cli.budget, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
     args = timing.parse_args(parser, argv)  # adds and applies --tune-allocator
 
     keras.utils.set_random_seed(0)

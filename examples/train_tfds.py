@@ -215,7 +215,7 @@ def main(argv=None):
                         help="default: the authors' (64 / 256)")
     parser.add_argument("--holdout", type=cli.positive_int, default=None,
                         help="training images held out for calibration (default: see above)")
-    parser.add_argument("--budgets", default="0.25,0.5,0.75,1.0",
+    parser.add_argument("--budgets", type=cli.budget_list, default=[0.25, 0.5, 0.75, 1.0],
                         help="budgets at which to measure the test split (those in the calibrated range)")
     parser.add_argument("--data-parallel", action="store_true",
                         help="train on every local device (JAX, TensorFlow); "
@@ -271,7 +271,7 @@ def _train(args, out, constructor, arguments, family, plan, devices, argv):
         low, high = model.cheapest_budget(), 1.0
     else:
         low, high = model.calibrate(held, verbose=2).budget_range
-    budgets = [b for b in (float(b) for b in args.budgets.split(",")) if low <= b <= high]
+    budgets = [b for b in args.budgets if low <= b <= high]
     profile = adaptive_zoo.profile(model)
     full = float(profile.flops)
     rows = measure(model, family, test, budgets, full)

@@ -322,3 +322,27 @@ def test_benchmark_takes_no_stream_but_not_a_negative_one(capsys):
     with pytest.raises(SystemExit):
         _load("benchmark").main(["--batches", "-1"])
     assert "argument --batches: must be an integer >= 0, got '-1'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    # Read only after training before (a ValueError, or 1.5 left out without a word).
+    ("train_tfds", ["--budgets", "0.5,abc"], "must be budgets in (0, 1] separated by commas, got 'abc'"),
+    ("train_tfds", ["--budgets", "1.5"], "must be budgets in (0, 1] separated by commas, got '1.5' in '1.5'"),
+    ("train_tfds", ["--budgets", "0.5,,1.0"], "must be budgets separated by commas"),
+    ("benchmark", ["--budgets", "0,0.5"], "must be budgets in (0, 1] separated by commas, got '0' in"),
+    ("benchmark_dmnn", ["--budgets", "1.0", "2"], "must be a budget in (0, 1], got '2'"),
+    ("benchmark_cnmm", ["--budgets", "nan"], "must be a budget in (0, 1], got 'nan'"),
+])
+def test_scripts_name_a_budget_outside_the_range(script, argv, message, capsys):
+    if script == "train_tfds":
+        argv = ["--model", "msdnet_tiny", "--dataset", "cifar10", "--out", "x"] + argv
+    with pytest.raises(SystemExit) as exit_:
+        _load(script).main(argv)
+    assert exit_.value.code == 2  # argparse's usage error, before any work
+    assert f"argument --budgets: {message}" in capsys.readouterr().err
+
+
+def test_budget_lists_are_read_in_order():
+    cli = _load("cli")
+    assert cli.budget_list("1.0, 0.5,0.25") == [1.0, 0.5, 0.25]
+    assert cli.budget("1") == 1.0
