@@ -82,3 +82,19 @@ def budget_list(text):
             raise argparse.ArgumentTypeError(
                 f"must be budgets in (0, 1] separated by commas, got {part!r} in {text!r}") from None
     return values
+
+
+def weights_file(text):
+    """An `argparse` type: a path ending in `.weights.h5`, the only name
+    Keras' `save_weights` takes (`eval.py --save model.h5` otherwise failed
+    after training, when the weights were saved).
+
+    Args:
+        text: the argument as given.
+
+    Returns:
+        The path, unchanged.
+    """
+    if not text.endswith(".weights.h5"):
+        raise argparse.ArgumentTypeError(f"must be a path ending in .weights.h5, got {text!r}")
+    return text

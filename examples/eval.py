@@ -196,7 +196,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", default=None,
                         help="skip training: a .weights.h5 of the same model (see --save)")
-    parser.add_argument("--save", default=None, help="save the trained weights here (.weights.h5)")
+    parser.add_argument("--save", type=cli.weights_file, default=None,
+                        help="save the trained weights here (.weights.h5)")
     parser.add_argument("--out", default="results")
     args = parser.parse_args(argv)
     build, label, default_epochs, evaluate = MODELS[args.model]

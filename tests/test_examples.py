@@ -346,3 +346,11 @@ def test_budget_lists_are_read_in_order():
     cli = _load("cli")
     assert cli.budget_list("1.0, 0.5,0.25") == [1.0, 0.5, 0.25]
     assert cli.budget("1") == 1.0
+
+
+def test_eval_names_a_save_path_keras_would_refuse_after_training(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _load("eval").main(["--save", "trained.h5"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --save: must be a path ending in .weights.h5, got 'trained.h5'" in err
