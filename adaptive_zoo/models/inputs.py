@@ -401,6 +401,12 @@ def image_batches(x, batch_size):
         yield item if hasattr(item, "shape") else ops.convert_to_numpy(item)
 
 
+_UNWEIGHTED = (
+    "Calibration weighs every held-out image alike: pass (images, labels) without sample weights "
+    "(for a dataset of (images, labels, weights): dataset.map(lambda x, y, w: (x, y)))."
+)
+
+
 def held_out_batches(data, labels_required=True, batch_size=None, verbose=0, check_labels=None):
     """`calibrate`'s held-out data, one batch at a time, as NumPy
     `(images, labels)` pairs (`labels` None where the data has none).
@@ -486,12 +492,6 @@ def _array_batches(images, labels, batch_size):
     step = batch_size or max(n, 1)
     for start in range(0, n, step):
         yield images[start:start + step], None if labels is None else labels[start:start + step]
-
-
-_UNWEIGHTED = (
-    "Calibration weighs every held-out image alike: pass (images, labels) without sample weights "
-    "(for a dataset of (images, labels, weights): dataset.map(lambda x, y, w: (x, y)))."
-)
 
 
 def _iterated_batches(data, labels_required):
