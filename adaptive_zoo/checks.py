@@ -2,7 +2,7 @@
 
 import numpy as np
 
-__all__ = ["integer", "is_whole_number", "positive_integer"]
+__all__ = ["integer", "is_whole_number", "positive_integer", "whole_valued"]
 
 
 def is_whole_number(value):
@@ -24,3 +24,10 @@ def positive_integer(value, name):
     if not is_whole_number(value) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     return int(value)
+
+
+def whole_valued(values):
+    """Whether every value of the floating-point array `values` is finite and
+    a whole number (class ids or category ids given as floats: 3.0 is an id,
+    0.5 and NaN are not)."""
+    return bool(np.all(np.isfinite(values) & (values == np.round(values))))

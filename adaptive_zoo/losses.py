@@ -22,6 +22,8 @@ Every function takes tensors (`keras.ops` only), so it works inside
 import numpy as np
 from keras import ops
 
+from adaptive_zoo.checks import whole_valued
+
 __all__ = [
     "CATEGORY_STAGE_WEIGHTS",
     "CATEGORY_MAPS",
@@ -86,8 +88,7 @@ def validate_category_map(category_map, num_classes):
             )
         category_map = [category_map[c] for c in range(num_classes)]
     ids = np.asarray(category_map).reshape(-1)
-    whole = ids.dtype.kind in "iu" or ids.dtype.kind == "f" and np.all(np.isfinite(ids) & (ids % 1 == 0))
-    if not whole:  # 0.5 was read as category 0
+    if not (ids.dtype.kind in "iu" or ids.dtype.kind == "f" and whole_valued(ids)):  # 0.5 was read as 0
         raise ValueError(
             f"category_map gives whole-number category ids, one per class; got {ids[:10].tolist()}."
         )

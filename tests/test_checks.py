@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from adaptive_zoo.checks import integer, is_whole_number, positive_integer
+from adaptive_zoo.checks import integer, is_whole_number, positive_integer, whole_valued
 
 
 @pytest.mark.parametrize("value, whole", [
@@ -30,3 +30,9 @@ def test_integer_takes_any_sign_but_no_fraction():
     for bad in (2.5, 3.0, "3", True):
         with pytest.raises(ValueError, match=r"step must be an integer, got "):
             integer(bad, "step")
+
+
+def test_whole_valued_floats():
+    assert whole_valued(np.array([0.0, 3.0, -2.0]))
+    for values in ([0.5], [np.nan], [np.inf], [1.0, 2.000001]):
+        assert not whole_valued(np.array(values))

@@ -259,15 +259,12 @@ class ZooModel(keras.Model):
             if y is not None or sample_weight is not None:
                 raise ValueError("With a dataset, its batches carry the labels (and sample weights): "
                                  "leave y and sample_weight out.")
-            parts = ((labels, *self.predict(images, batch_size=len(images), verbose=0,
-                                            **predict_kwargs), weights)
-                     for images, labels, weights in labeled_batches(x, steps, verbose))
+            parts = self._budget_batches(x, steps, verbose, predict_kwargs)
         loss, metrics = self._compile_loss, self._compile_metrics
         if metrics is not None:
             metrics.reset_state()
         total_loss = total_flops = count = 0.0
         for labels, logits, cost, weights in parts:
-            _check_counts(len(logits), labels, weights)
             if loss is not None:
                 value = loss(labels, logits, weights)
                 total_loss += float(keras.ops.convert_to_numpy(value)) * len(logits)
@@ -282,6 +279,14 @@ class ZooModel(keras.Model):
             logs.update({k: float(keras.ops.convert_to_numpy(v)) for k, v in metrics.result().items()})
         logs["flops"] = total_flops / count
         return logs
+
+    def _budget_batches(self, data, steps, verbose, predict_kwargs):
+        """`_budget_logs`' parts for a dataset: each batch's
+        `(labels, logits, cost, weights)`, its counts checked before it runs."""
+        for images, labels, weights in labeled_batches(data, steps, verbose):
+            _check_counts(len(images), labels, weights)
+            yield (labels, *self.predict(images, batch_size=len(images), verbose=0, **predict_kwargs),
+                   weights)
 
     # Checked as Keras' `evaluate` is: the images, the labels, their errors.
     _evaluate_at_budget = _keras_loop(_budget_logs, labeled=True, name="evaluate")

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from adaptive_zoo.checks import positive_integer
+from adaptive_zoo.checks import positive_integer, whole_valued
 
 __all__ = [
     "as_float_images",
@@ -90,7 +90,7 @@ def check_class_labels(name, num_classes, labels, ignore_class=None, label_shape
     if values.size == 0:
         return
     floating = np.issubdtype(values.dtype, np.floating)
-    if floating and not np.all(np.isfinite(values) & (values == np.round(values))):
+    if floating and not whole_valued(values):
         if not loss_hints:
             raise ValueError(f"{name} takes integer class ids as labels; got labels that are not "
                              f"whole numbers (dtype {values.dtype}).")
@@ -362,6 +362,15 @@ def as_float_images(images):
     return images if dtype == keras.backend.standardize_dtype(images.dtype) else ops.cast(images, dtype)
 
 
+def _labelled_arrays(data, lengths):
+    """Whether `data` is a tuple or list of arrays (its length one of
+    `lengths`): images `(N, H, W, C)`, then labels of a lower rank, then
+    whatever follows (sample weights): not a sequence of image batches."""
+    return (isinstance(data, (tuple, list)) and len(data) in lengths
+            and all(hasattr(t, "shape") for t in data)
+            and len(data[0].shape) == 4 and len(data[1].shape) < 4)
+
+
 def image_batches(x, batch_size):
     """Yield the image batches of `x`, as the models' `predict` and
     `calibrate` take it.
@@ -379,8 +388,7 @@ def image_batches(x, batch_size):
     Raises:
         ValueError: for a batch given as a dict.
     """
-    if (isinstance(x, tuple) and len(x) in (2, 3) and all(hasattr(t, "shape") for t in x)
-            and len(x[0].shape) == 4 and len(x[1].shape) < 4):
+    if isinstance(x, tuple) and _labelled_arrays(x, (2, 3)):
         # Read as two batches, the labels failed the image check as an input of rank 1.
         raise ValueError(
             "Got an (images, labels) tuple of arrays where images go: pass the images alone, or a "
@@ -440,8 +448,7 @@ def held_out_batches(data, labels_required=True, batch_size=None, verbose=0, che
             than the image count, or labels that `check_labels` refuses.
     """
     images = data
-    if (isinstance(data, (tuple, list)) and len(data) == 3 and all(hasattr(t, "shape") for t in data)
-            and len(data[0].shape) == 4 and len(data[1].shape) < 4):
+    if _labelled_arrays(data, (3,)):
         # (images, labels, sample_weight) was read as three batches of images.
         raise ValueError(_UNWEIGHTED)
     if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):

@@ -224,8 +224,8 @@ class MSDNet(MultiExitModel):
         if not 0.0 <= float(reduction) <= 1.0:
             raise ValueError(f"Need 0 <= reduction <= 1 (0: no compression); got {reduction}.")
         self.arch = dict(
-            n_blocks=int(n_blocks), step_mode=step_mode, step=int(step), base=int(base),
-            n_channels=int(n_channels), growth_rate=int(growth_rate), gr_factor=gr_factor,
+            n_blocks=n_blocks, step_mode=step_mode, step=step, base=base,
+            n_channels=n_channels, growth_rate=growth_rate, gr_factor=gr_factor,
             bn_factor=bn_factor, bottleneck=bool(bottleneck), reduction=float(reduction),
             prune=prune, imagenet_stem=bool(imagenet_stem), head_width=head_width,
         )

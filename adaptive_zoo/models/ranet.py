@@ -193,9 +193,9 @@ class RANet(MultiExitModel):
                 f"{compress_factor}."
             )
         self.arch = dict(
-            n_blocks=int(n_blocks), block_step=int(block_step), step_mode=step_mode,
-            step=int(step), scale_list=scale_list, n_channels=int(n_channels),
-            growth_rate=int(growth_rate), gr_factor=gr_factor, bn_factor=bn_factor,
+            n_blocks=n_blocks, block_step=block_step, step_mode=step_mode,
+            step=step, scale_list=scale_list, n_channels=n_channels,
+            growth_rate=growth_rate, gr_factor=gr_factor, bn_factor=bn_factor,
             compress_factor=float(compress_factor), reduction=float(reduction),
             bottleneck=True, imagenet_stem=bool(imagenet_stem), head_width=head_width,
         )
